@@ -1,0 +1,71 @@
+"""keras-explainable: efficient explaining-AI methods for Keras 3 models.
+
+Works on the TensorFlow, JAX and PyTorch backends of Keras 3.
+
+Example:
+    >>> import keras_explainable as ke
+    >>> model = ke.inspection.expose(model)
+    >>> scores, cams = ke.gradcam(model, x, y, batch_size=32)
+"""
+
+from __future__ import annotations
+
+import functools
+
+from . import backend, filters, inspection, methods
+from .engine import explain, explain_step
+
+__version__ = "0.1.0.dev0"
+
+
+def partial_explain(method, **default_params):
+    """``explain`` bound to a method and default parameters.
+
+    Args:
+        method: an explaining method.
+        **default_params: defaults for ``explain`` (e.g. ``postprocessing``);
+            the caller can still override each one.
+
+    Returns:
+        a function ``(model, x, y=None, **params) -> (scores, maps)``.
+
+    Example:
+        >>> absolute_gradients = ke.partial_explain(
+        ...     ke.methods.gradient.gradients, postprocessing=ke.filters.absolute_normalize)
+        >>> scores, maps = absolute_gradients(model, x, y)
+    """
+
+    @functools.wraps(method)
+    def explain_with(model, x, y=None, **params):
+        return explain(method, model, x, y, **{**default_params, **params})
+
+    explain_with.__doc__ = (
+        f"``ke.explain`` with ``{method.__module__}.{method.__name__}`` and the defaults "
+        f"{ {k: getattr(v, '__name__', v) for k, v in default_params.items()} }.\n\n"
+        "Signature: ``(model, x, y=None, batch_size=None, verbose='auto', **params) -> "
+        "(scores, maps)`` as numpy arrays; see ``ke.explain``.\n\n"
+        f"Method documentation:\n{method.__doc__}"
+    )
+    return explain_with
+
+
+gradients = partial_explain(
+    methods.gradient.gradients, postprocessing=filters.normalize, resizing=False
+)
+cam = partial_explain(methods.cams.cam, postprocessing=filters.positive_normalize, resizing=True)
+gradcam = partial_explain(
+    methods.cams.gradcam, postprocessing=filters.positive_normalize, resizing=True
+)
+
+__all__ = [
+    "backend",
+    "cam",
+    "explain",
+    "explain_step",
+    "filters",
+    "gradcam",
+    "gradients",
+    "inspection",
+    "methods",
+    "partial_explain",
+]

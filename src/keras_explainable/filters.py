@@ -1,0 +1,87 @@
+"""Post-processing filters for explaining maps.
+
+Every filter has the signature ``f(x, axis=SPATIAL_AXIS)`` and works on a batch of
+maps shaped ``(batch, *spatial, units)``. ``axis`` names the spatial axes: the
+normalizing filters rescale each (sample, unit) map to ``[0, 1]`` over them.
+
+Example:
+    >>> maps = keras.ops.convert_to_tensor(np.random.randn(2, 7, 7, 3))
+    >>> ke.filters.positive_normalize(maps).shape
+    (2, 7, 7, 3)
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+SPATIAL_AXIS = (-3, -2)
+
+_EPSILON = 1e-12
+
+
+def normalize(x, axis=SPATIAL_AXIS):
+    """Min-max normalize each map to ``[0, 1]`` over ``axis``.
+
+    A constant map (``max == min``) becomes all zeros instead of NaN.
+
+    Args:
+        x: maps, ``(batch, *spatial, units)``.
+        axis: the spatial axes to normalize over.
+
+    Returns:
+        the normalized maps, same shape and dtype as ``x``.
+    """
+    x = ops.convert_to_tensor(x)
+    axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
+    lowest = ops.min(x, axis=axis, keepdims=True)
+    highest = ops.max(x, axis=axis, keepdims=True)
+    scaled = (x - lowest) / ops.maximum(highest - lowest, _EPSILON)
+    return ops.clip(scaled, 0.0, 1.0)  # compilers may reorder the arithmetic by an ulp
+
+
+def positive(x, axis=SPATIAL_AXIS):
+    """Keep the positive part: ``max(x, 0)``. ``axis`` is accepted for uniformity."""
+    del axis
+    return ops.relu(ops.convert_to_tensor(x))
+
+
+def negative(x, axis=SPATIAL_AXIS):
+    """Keep the negative part, made positive: ``max(-x, 0)``.
+
+    (The original keras-explainable returned the positive part here by mistake.)
+    """
+    del axis
+    return ops.relu(-ops.convert_to_tensor(x))
+
+
+def absolute(x, axis=SPATIAL_AXIS):
+    """The magnitude ``|x|``. ``axis`` is accepted for uniformity."""
+    del axis
+    return ops.absolute(ops.convert_to_tensor(x))
+
+
+def positive_normalize(x, axis=SPATIAL_AXIS):
+    """``normalize(positive(x))``: the default for CAM methods (Grad-CAM's ReLU)."""
+    return normalize(positive(x), axis=axis)
+
+
+def negative_normalize(x, axis=SPATIAL_AXIS):
+    """``normalize(negative(x))``: regions that argue against the unit."""
+    return normalize(negative(x), axis=axis)
+
+
+def absolute_normalize(x, axis=SPATIAL_AXIS):
+    """``normalize(absolute(x))``: magnitude of the contribution, either sign."""
+    return normalize(absolute(x), axis=axis)
+
+
+__all__ = [
+    "SPATIAL_AXIS",
+    "normalize",
+    "positive",
+    "negative",
+    "absolute",
+    "positive_normalize",
+    "negative_normalize",
+    "absolute_normalize",
+]
