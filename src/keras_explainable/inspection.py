@@ -116,7 +116,7 @@ def get_nested_layer(model, name):
         for path, layer in layers:  # direct children first, then nested ones
             if len(path) == 1 and layer.name == names[0]:
                 return layer
-        for path, layer in layers:
+        for _, layer in layers:
             if layer.name == names[0]:
                 return layer
         _raise_unknown(names[0], [p[-1] for p, _ in layers])

@@ -61,7 +61,6 @@ def value_and_gradients(model, inputs, score_fn, taps=(), differentiate=(), wrt_
 
         grads = tf.vectorized_map(one_unit, cotangents)
         grads = [_units_last(g) for g in grads]
-    del tape
     input_grads = grads.pop(0) if wrt_inputs else None
     return Gradients(scores, outputs, values, grads, input_grads)
 
