@@ -1,0 +1,355 @@
+"""Speed of keras-explainable's methods, as a ratio to ``model.predict``, on one backend.
+
+Run it once per backend, each in its own process (``benchmarks/run_all.sh`` runs all three)::
+
+    KERAS_BACKEND=jax python benchmarks/benchmark.py                 # ResNet50V2, 16 x 224 x 224
+    KERAS_BACKEND=torch python benchmarks/benchmark.py --model small --repeats 9
+
+What is timed, on the same random batch, in one process:
+
+- ``predict``: ``model.predict(x, batch_size=B, verbose=0)``, the reference;
+- ``gradcam`` / ``gradients``: ``ke.gradcam`` / ``ke.gradients(model, x, y, batch_size=B,
+  verbose=0)``, the public API (engine + compiled step + numpy results);
+- diagnostics, to see where the overhead comes from:
+  ``forward step``: one forward pass compiled the way our step is compiled
+  (``ke.backend.compile`` of ``ke.backend.forward``; tf.function / jax.jit / eager torch
+  under ``no_grad``), ``gradcam step`` / ``gradients step``: the cached compiled explaining
+  step called directly on tensors (no data handling, no progress bar, no checks), and
+  ``input grad (native)``: the input gradient written directly in the framework (the lower
+  bound for ``gradients``).
+
+Every case is called once first (its first-call time, which includes tracing and
+compilation, is reported separately), then the cases are run ``--repeats`` times
+interleaved (predict, gradcam, gradients, ..., predict, gradcam, ...) so that a change
+in the machine's load hits every case alike. The tables report the median, the spread
+(min-max and the inter-quartile range relative to the median) and the ratio to
+``predict`` (median of the per-round ratios, each taken within one round).
+
+The results go to ``benchmarks/results/<backend>[-<model>].json`` and ``.md``.
+
+``TF_ENABLE_ONEDNN_OPTS`` defaults to ``0`` here as in the test-suite (TF 2.21 crashes in
+some eager conv gradients on this project's CPUs with oneDNN on); set it to ``1`` in the
+environment to measure TF with oneDNN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+import keras_explainable as ke  # noqa: E402
+
+BACKEND = keras.backend.backend()
+HERE = os.path.dirname(os.path.abspath(__file__))
+TARGETS = {"gradcam": 1.1, "gradients": 3.5}
+
+
+# ----------------------------------------------------------------------------- models
+def build_model(name: str, seed: int):
+    """The benchmarked model (random weights, nothing is downloaded) and its input size."""
+    keras.utils.set_random_seed(seed)
+    if name == "resnet50v2":
+        model = keras.applications.ResNet50V2(weights=None, classifier_activation=None)
+        return model, 224
+    if name == "small":
+        inputs = keras.Input((64, 64, 3))
+        h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+        h = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(h)
+        h = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(h)
+        h = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(h)
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        outputs = keras.layers.Dense(10)(h)
+        return keras.Model(inputs, outputs, name="small_cnn"), 64
+    raise ValueError(f"Unknown model {name!r}; use 'resnet50v2' or 'small'.")
+
+
+# ----------------------------------------------------------------------- native code
+def native_input_gradient(model):
+    """``d logits[b, y_b] / d x`` written directly in the framework, compiled like predict."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(reduce_retracing=True)
+        def grad(x, idx):
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(x)
+                logits = model(x, training=False)
+                score = tf.reduce_sum(tf.gather(logits, idx, batch_dims=1))
+            return tape.gradient(score, x)
+
+        return grad
+    if BACKEND == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        def score(x, tv, ntv, idx):
+            logits, _ = model.stateless_call(tv, ntv, x, training=False)
+            return jnp.sum(jnp.take_along_axis(logits, idx, axis=1))
+
+        jitted = jax.jit(jax.grad(score))
+
+        def grad(x, idx):
+            # Read the values at each call: Keras' JAX predict donates the old buffers.
+            trainable = [v.value for v in model.trainable_variables]
+            non_trainable = [v.value for v in model.non_trainable_variables]
+            return jitted(x, trainable, non_trainable, idx)
+
+        return grad
+    import torch
+
+    def grad(x, idx):
+        x = x.detach().requires_grad_(True)
+        logits = model(x, training=False)
+        score = torch.gather(logits, 1, idx.long()).sum()
+        return torch.autograd.grad(score, x)[0]
+
+    return grad
+
+
+def forward_step(model):
+    """One forward pass compiled the way ``ke.explain`` compiles its step."""
+    jit = BACKEND == "jax"  # the engine's default jit_compile
+    return ke.backend.compile(lambda x: ke.backend.forward(model, x)[0], model, jit_compile=jit)
+
+
+def cached_step(model, method, **params):
+    """The compiled step that ``ke.<method>`` cached (None if the engine changed)."""
+    try:
+        from keras_explainable.engine.explaining import get_step
+
+        return get_step(
+            model, method, jit_compile=None, spatial_axis=ke.filters.SPATIAL_AXIS, **params
+        )
+    except Exception as error:  # an internal API: the benchmark must not depend on it
+        print(f"(no direct step timing: {error})", file=sys.stderr)
+        return None
+
+
+def to_numpy(value):
+    """Block until the result exists (JAX dispatches asynchronously)."""
+    if isinstance(value, (list, tuple)):
+        return [to_numpy(v) for v in value]
+    return ops.convert_to_numpy(value)
+
+
+# ---------------------------------------------------------------------------- running
+def public_cases(model, x, y, batch):
+    """The reference and the two targets, through the public API."""
+    return {
+        "predict": lambda: model.predict(x, batch_size=batch, verbose=0),
+        "gradcam": lambda: ke.gradcam(model, x, y, batch_size=batch, verbose=0),
+        "gradients": lambda: ke.gradients(model, x, y, batch_size=batch, verbose=0),
+    }
+
+
+def diagnostic_cases(model, x, y):
+    """Lower-level cases; call after the public ones ran (their steps are then cached)."""
+    xt = ops.convert_to_tensor(x)
+    yt = ops.convert_to_tensor(y.reshape(len(y), -1).astype("int32"))
+    forward = forward_step(model)
+    native = native_input_gradient(model)
+    cases = {
+        "forward step": lambda: to_numpy(forward(xt)),
+        "input grad (native)": lambda: to_numpy(native(xt, yt)),
+    }
+    steps = {}
+    for name, method, post, resizing in (
+        ("gradcam", ke.methods.cams.gradcam, ke.filters.positive_normalize, True),
+        ("gradients", ke.methods.gradient.gradients, ke.filters.normalize, False),
+    ):
+        step = cached_step(model, method, postprocessing=post, resizing=resizing)
+        if step is not None:
+            steps[name] = step
+            cases[f"{name} step"] = lambda step=step: to_numpy(step(xt, yt))
+    return cases, steps
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def summarize(times, ratios=None):
+    ordered = sorted(times)
+    q1, _, q3 = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else (ordered * 3)
+    median = statistics.median(ordered)
+    result = {
+        "median_s": median,
+        "min_s": ordered[0],
+        "max_s": ordered[-1],
+        "iqr_rel": (q3 - q1) / median if median else 0.0,
+        "times_s": times,
+    }
+    if ratios is not None:
+        result["ratio_median"] = statistics.median(ratios)
+        result["ratio_min"] = min(ratios)
+        result["ratio_max"] = max(ratios)
+        result["ratios"] = ratios
+    return result
+
+
+def run(args):
+    model, size = build_model(args.model, args.seed)
+    rng = np.random.default_rng(args.seed)
+    x = rng.uniform(-1.0, 1.0, (args.batch, size, size, 3)).astype("float32")
+    classes = int(model.outputs[0].shape[-1])
+    y = rng.integers(0, classes, (args.batch, args.units) if args.units > 1 else (args.batch,))
+
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    cases = public_cases(model, x, y, args.batch)
+    first = {}
+
+    def first_calls(names):
+        for name in names:
+            first[name] = timed(cases[name])
+            print(f"  first call {name:<22s} {first[name]:8.3f} s", flush=True)
+
+    first_calls(list(cases))
+    steps = {}
+    if args.diagnostics:
+        extra, steps = diagnostic_cases(model, x, y)
+        cases.update(extra)
+        first_calls(list(extra))
+    for _ in range(args.warmup - 1):
+        for fn in cases.values():
+            fn()
+    times = {name: [] for name in cases}
+    for round_ in range(args.repeats):
+        for name, fn in cases.items():
+            times[name].append(timed(fn))
+        line = "  ".join(f"{n}={t[-1]:.3f}" for n, t in times.items())
+        print(f"  round {round_ + 1}/{args.repeats}: {line}", flush=True)
+    load_after = os.getloadavg()
+
+    results = {}
+    for name, values in times.items():
+        ratios = [t / p for t, p in zip(values, times["predict"])]
+        results[name] = summarize(values, None if name == "predict" else ratios)
+        results[name]["first_call_s"] = first[name]
+    return {
+        "backend": BACKEND,
+        "model": args.model,
+        "batch": args.batch,
+        "input_size": size,
+        "units_per_sample": args.units,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "results": results,
+        "traces": {name: {"traces": s.traces, "calls": s.calls} for name, s in steps.items()},
+        "targets": TARGETS,
+        "environment": {
+            "keras": keras.__version__,
+            "backend_version": _backend_version(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+            "loadavg_before": load_before,
+            "loadavg_after": load_after,
+            "wall_s": time.perf_counter() - started,
+        },
+    }
+
+
+def _backend_version():
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[BACKEND]
+    return __import__(module).__version__
+
+
+# ---------------------------------------------------------------------------- reports
+def markdown(report) -> str:
+    r = report["results"]
+    units = report["units_per_sample"]
+    lines = [
+        f"### {report['backend']} ({report['environment']['backend_version']}) — "
+        f"{report['model']}, batch {report['batch']}, {report['input_size']}x"
+        f"{report['input_size']}x3, {units} unit{'s' if units > 1 else ''} per sample",
+        "",
+        f"median of {report['repeats']} interleaved rounds; load average "
+        f"{report['environment']['loadavg_before'][0]:.2f} -> "
+        f"{report['environment']['loadavg_after'][0]:.2f} on {report['environment']['cpus']} "
+        "CPUs",
+        "",
+        "| case | first call (s) | median (s) | min-max (s) | IQR | x predict (min-max) | target |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for name, s in r.items():
+        if name == "predict":
+            ratio = "1.00"
+        else:
+            ratio = f"{s['ratio_median']:.2f} ({s['ratio_min']:.2f}-{s['ratio_max']:.2f})"
+        target = TARGETS.get(name)
+        verdict = ""
+        if target is not None:
+            verdict = f"<= {target} " + ("ok" if s["ratio_median"] <= target else "**missed**")
+        lines.append(
+            f"| {name} | {s['first_call_s']:.2f} | {s['median_s']:.3f} | "
+            f"{s['min_s']:.3f}-{s['max_s']:.3f} | {100 * s['iqr_rel']:.0f}% | {ratio} | "
+            f"{verdict} |"
+        )
+    if report["traces"]:
+        traced = ", ".join(
+            f"{n}: {t['traces']} trace(s) / {t['calls']} calls" for n, t in report["traces"].items()
+        )
+        lines += ["", f"compiled steps: {traced}"]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=("resnet50v2", "small"), default="resnet50v2")
+    parser.add_argument("--batch", type=int, default=16, help="samples (one batch)")
+    parser.add_argument("--units", type=int, default=1, help="explained units per sample")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds (>= 1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-diagnostics",
+        dest="diagnostics",
+        action="store_false",
+        help="time only predict, gradcam and gradients",
+    )
+    parser.add_argument("--results-dir", default=os.path.join(HERE, "results"))
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.repeats < 1 or args.warmup < 1 or args.units < 1:
+        parser.error("--batch, --units, --repeats and --warmup must be >= 1")
+
+    print(
+        f"backend={BACKEND} model={args.model} batch={args.batch} units={args.units} "
+        f"repeats={args.repeats}",
+        flush=True,
+    )
+    report = run(args)
+    text = markdown(report)
+    print()
+    print(text)
+
+    os.makedirs(args.results_dir, exist_ok=True)
+    stem = BACKEND if args.model == "resnet50v2" else f"{BACKEND}-{args.model}"
+    if args.batch != 16 or args.units != 1:
+        stem += f"-b{args.batch}-u{args.units}"
+    with open(os.path.join(args.results_dir, f"{stem}.json"), "w") as file:
+        json.dump(report, file, indent=2)
+    md_path = os.path.join(args.results_dir, f"{stem}.md")
+    with open(md_path, "w") as file:
+        file.write(text)
+    print(f"markdown written to {md_path}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
