@@ -78,8 +78,12 @@ def base_cnn():
 def nested_sequential(classes=CLASSES):
     """keras.Sequential([base, GAP, Dense]) — a base model used as a layer."""
     model = keras.Sequential(
-        [keras.Input((H, W, C)), base_cnn(), layers.GlobalAveragePooling2D(name="gap"),
-         layers.Dense(classes, name="logits")],
+        [
+            keras.Input((H, W, C)),
+            base_cnn(),
+            layers.GlobalAveragePooling2D(name="gap"),
+            layers.Dense(classes, name="logits"),
+        ],
         name="nested_sequential",
     )
     return set_seeded_weights(model)
@@ -98,10 +102,12 @@ def nested_functional(classes=CLASSES):
 def sequential_without_input(classes=CLASSES):
     """A Sequential model with no Input, built by calling it once."""
     model = keras.Sequential(
-        [layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1"),
-         layers.Conv2D(8, 3, padding="same", activation="relu", name="features"),
-         layers.GlobalAveragePooling2D(name="gap"),
-         layers.Dense(classes, name="logits")],
+        [
+            layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1"),
+            layers.Conv2D(8, 3, padding="same", activation="relu", name="features"),
+            layers.GlobalAveragePooling2D(name="gap"),
+            layers.Dense(classes, name="logits"),
+        ],
         name="sequential_without_input",
     )
     model(np.zeros((1, H, W, C), "float32"))
@@ -145,14 +151,87 @@ def weights_of(layer):
     return [np.asarray(keras.ops.convert_to_numpy(w), dtype=np.float64) for w in layer.weights]
 
 
+def np_conv_same_input_gradient(grad, kernel):
+    """Gradient w.r.t. the input of a 'same' stride-1 convolution, given d/d output."""
+    flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+    return np_conv_same(grad, flipped, 0.0)
+
+
+def _layer(model, name):
+    import keras_explainable as ke
+
+    return ke.inspection.get_nested_layer(model, name)
+
+
 def np_gap_dense_parts(model, x):
     """Activations of 'features' and the Dense head of a gap_dense_cnn-shaped model."""
-    get = model.get_layer if hasattr(model, "get_layer") else None
-    conv1, features, logits = get("conv1"), get("features"), get("logits")
+    conv1, features, logits = (_layer(model, n) for n in ("conv1", "features", "logits"))
     a1 = np.maximum(np_conv_same(x.astype(np.float64), *weights_of(conv1)), 0)
     act = np.maximum(np_conv_same(a1, *weights_of(features)), 0)
     kernel, bias = weights_of(logits)
     return act, kernel, bias
+
+
+def np_gap_dense_forward(model, x):
+    """Everything a gap_dense_cnn-shaped model computes, in float64 numpy."""
+    conv1, features, logits = (_layer(model, n) for n in ("conv1", "features", "logits"))
+    pre1 = np_conv_same(x.astype(np.float64), *weights_of(conv1))
+    a1 = np.maximum(pre1, 0)
+    pre2 = np_conv_same(a1, *weights_of(features))
+    act = np.maximum(pre2, 0)
+    kernel, bias = weights_of(logits)
+    scores = act.mean(axis=(1, 2)) @ kernel + bias
+    return {
+        "pre1": pre1,
+        "a1": a1,
+        "pre2": pre2,
+        "act": act,
+        "kernel": kernel,
+        "scores": scores,
+        "k1": weights_of(conv1)[0],
+        "k2": weights_of(features)[0],
+    }
+
+
+def np_gap_dense_backprop(model, x, units):
+    """Hand-written backprop of a gap_dense_cnn-shaped model.
+
+    Returns d score_u / d (conv1 output, features output, input) for units (B, U),
+    each shaped (..., U).
+    """
+    f = np_gap_dense_forward(model, x)
+    b, h, w, k = f["act"].shape
+    result = {"act": [], "a1": [], "x": []}
+    for u in range(units.shape[1]):
+        g_act = np.broadcast_to(
+            f["kernel"][:, units[:, u]].T[:, None, None, :] / (h * w), f["act"].shape
+        )
+        g_pre2 = g_act * (f["pre2"] > 0)
+        g_a1 = np_conv_same_input_gradient(g_pre2, f["k2"])
+        g_pre1 = g_a1 * (f["pre1"] > 0)
+        g_x = np_conv_same_input_gradient(g_pre1, f["k1"])
+        result["act"].append(g_act)
+        result["a1"].append(g_a1)
+        result["x"].append(g_x)
+    return f, {key: np.stack(value, axis=-1) for key, value in result.items()}
+
+
+def np_gradcam(activations, gradients):
+    """Grad-CAM from activations (B,h,w,K) and gradients (B,h,w,K,U)."""
+    weights = gradients.mean(axis=(1, 2))  # (B, K, U)
+    return np.einsum("bhwk,bku->bhwu", activations, weights)
+
+
+def np_flatten_dense_forward(model, x):
+    """flatten_dense_cnn in float64 numpy: returns (features activation, scores)."""
+    conv1, features, logits = (_layer(model, n) for n in ("conv1", "features", "logits"))
+    a1 = np.tanh(np_conv_same(x.astype(np.float64), *weights_of(conv1)))
+    b, h, w, c = a1.shape
+    pooled = a1.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+    act = np.tanh(np_conv_same(pooled, *weights_of(features)))
+    kernel, bias = weights_of(logits)
+    scores = act.reshape(b, -1) @ kernel + bias
+    return act, scores
 
 
 def np_gradcam_gap_dense(act, kernel, units):
