@@ -80,16 +80,31 @@ class CompiledStep:
         self.calls = 0
         self.method = method
         self._params = params  # keeps objects keyed by id alive
+        self._model = model
+        self._jit_compile = jit_compile
+        # One compiled function per input signature: tf.function's relaxed
+        # retracing would otherwise turn the units axis into `None` when a later
+        # call has another shape, and methods need static shapes.
+        self._compiled: dict = {}
 
-        def step(inputs, indices):
-            self.traces += 1
-            return explain_step(model, method, inputs, indices, **params)
-
-        self._run = backend.compile(step, model, jit_compile=jit_compile)
+    def _step(self, inputs, indices):
+        self.traces += 1
+        return explain_step(self._model, self.method, inputs, indices, **self._params)
 
     def __call__(self, inputs, indices):
         self.calls += 1
-        return self._run(inputs, indices)
+        signature = (_signature(inputs), _signature(indices))
+        run = self._compiled.get(signature)
+        if run is None:
+            run = backend.compile(self._step, self._model, jit_compile=self._jit_compile)
+            self._compiled[signature] = run
+        return run(inputs, indices)
+
+
+def _signature(tensor):
+    if tensor is None:
+        return None
+    return tuple(tensor.shape), str(tensor.dtype)
 
 
 def _freeze(value):
