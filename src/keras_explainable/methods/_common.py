@@ -44,3 +44,49 @@ def positive_axes(spatial_axis, rank: int) -> tuple[int, ...]:
             "tensor; inputs are (batch, *spatial, channels)."
         )
     return tuple(resolved)
+
+
+def tile_batch(tensor, repeats: int):
+    """``(batch, ...)`` -> ``(repeats * batch, ...)``: the whole batch, ``repeats`` times.
+
+    Row ``g * batch + b`` is sample ``b`` of group ``g`` (group-major), which
+    :func:`ungroup` undoes.
+    """
+    if repeats == 1:
+        return tensor
+    rank = len(tensor.shape)
+    return ops.tile(tensor, (repeats,) + (1,) * (rank - 1))
+
+
+def tile_indices(indices, repeats: int, indices_batch_dims: int = -1):
+    """The unit indices of a batch tiled with :func:`tile_batch`.
+
+    ``None`` (every unit) and shared indices (``indices_batch_dims == 0``) are
+    the same for every row and are returned unchanged.
+    """
+    if indices is None or indices_batch_dims == 0:
+        return indices
+    return tile_batch(indices, repeats)
+
+
+def ungroup(tensor, groups: int):
+    """``(groups * batch, ...)`` -> ``(groups, batch, ...)`` (the inverse of ``tile_batch``)."""
+    return ops.reshape(tensor, (groups, -1) + tuple(tensor.shape[1:]))
+
+
+def chunked(total: int, chunk_size: int | None) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges covering ``range(total)`` in pieces of ``chunk_size``."""
+    if chunk_size is None:
+        return [(0, total)]
+    return [(start, min(start + chunk_size, total)) for start in range(0, total, chunk_size)]
+
+
+def check_chunk_size(chunk_size) -> None:
+    """Raise a clear error unless ``chunk_size`` is ``None`` or a positive int."""
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(
+            f"chunk_size is a positive int (groups per call) or None (all at once); "
+            f"got {chunk_size!r}."
+        )

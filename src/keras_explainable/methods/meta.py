@@ -1,0 +1,333 @@
+"""Meta methods: they take an explaining method and return another one.
+
+- :func:`smooth` — SmoothGrad, SquareGrad and VarGrad: the method applied to
+  noisy copies of the inputs, aggregated;
+- :func:`tta` — test-time augmentation: the method applied to rescaled and
+  flipped copies, brought back to the base map size and averaged.
+
+The returned methods have the standard signature, so they work with every
+method (``gradients``, ``gradcam``, ...), directly or through
+:func:`ke.explain`. Their extra passes are batched: the copies are stacked
+along the batch axis and go through the wrapped method together.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from ..filters import SPATIAL_AXIS
+from ..resizing import resize
+from ._common import (
+    as_inputs,
+    check_chunk_size,
+    chunked,
+    positive_axes,
+    tile_batch,
+    tile_indices,
+    ungroup,
+)
+
+_NOISE_TYPES = ("relative", "absolute")
+_AGGREGATIONS = ("mean", "square", "variance")
+
+
+def _check_maps(maps, scores, name):
+    if len(scores.shape) != 2 or len(maps.shape) < 2:
+        raise ValueError(
+            f"The method wrapped by {name} returned scores of shape {tuple(scores.shape)} and "
+            f"maps of shape {tuple(maps.shape)}; expected (batch, units) and "
+            "(batch, *spatial, units)."
+        )
+
+
+def smooth(
+    method,
+    repetitions: int = 20,
+    noise: float = 0.1,
+    noise_type: str = "relative",
+    aggregation: str = "mean",
+    chunk_size: int | None = None,
+    seed=None,
+):
+    """SmoothGrad (and SquareGrad, VarGrad) of any explaining method.
+
+    The method runs on ``repetitions`` copies of each input with Gaussian
+    noise added, and the maps are aggregated:
+
+    - ``"mean"``: ``mean_r m_r`` (SmoothGrad);
+    - ``"square"``: ``mean_r m_r**2`` (SquareGrad);
+    - ``"variance"``: ``mean_r (m_r - mean_r m_r)**2`` (VarGrad, population variance).
+
+    The noise standard deviation is ``noise * (max(x) - min(x))`` of each
+    sample (over all its values) when ``noise_type="relative"``, as in the
+    paper (``noise`` is the "noise level", 10-20% recommended), or ``noise``
+    itself when ``"absolute"``.
+
+    Batching: the clean batch and the noisy copies are stacked along the batch
+    axis, ``chunk_size`` groups of ``batch`` rows per call of ``method``
+    (``None``: all ``repetitions + 1`` groups in one call).
+
+    Scores: the returned scores are ``method``'s scores on the clean inputs
+    (the clean batch rides along as one extra group), not an average over the
+    noisy copies.
+
+    Randomness and reproducibility: the noise is drawn with ``keras.random``
+    from a ``keras.random.SeedGenerator`` made when ``smooth`` is called
+    (``seed`` an int or None) or passed as ``seed``. Each call of the returned
+    method draws fresh noise, so two methods made with the same int ``seed``
+    give the same results for the same sequence of calls. Inside a compiled
+    step the draws are traced: on TensorFlow the generator's state is a
+    variable and advances on every call; on JAX the compiled step reads the
+    state as a constant, so every batch of one ``ke.explain`` step sees the
+    same noise draw (different for each sample of the batch) — results are
+    still reproducible.
+
+    Args:
+        method: the explaining method to smooth.
+        repetitions: the number of noisy copies, >= 1.
+        noise: the noise level (relative) or standard deviation (absolute), >= 0.
+        noise_type: ``"relative"`` or ``"absolute"``.
+        aggregation: ``"mean"``, ``"square"`` or ``"variance"``.
+        chunk_size: groups (copies of the batch) per call of ``method``, or ``None``.
+        seed: an int, ``None`` or a ``keras.random.SeedGenerator``.
+
+    Returns:
+        a method ``(model, inputs, indices=None, indices_axis=-1,
+        indices_batch_dims=-1, spatial_axis=(-3, -2), **params) -> (scores, maps)``
+        whose ``**params`` go to ``method``.
+
+    Example:
+        >>> smoothgrad = ke.methods.meta.smooth(
+        ...     ke.methods.gradient.gradients, repetitions=20, noise=0.1)
+        >>> scores, maps = smoothgrad(model, x, y)
+        >>> scores, maps = ke.explain(smoothgrad, model, x, y, postprocessing=ke.filters.normalize)
+
+    References:
+        Smilkov, Thorat, Kim, Viégas & Wattenberg (2017). SmoothGrad: removing
+        noise by adding noise. arXiv:1706.03825.
+        Adebayo, Gilmer, Goodfellow & Kim (2018). Local Explanation Methods for
+        Deep Neural Networks Lack Sensitivity to Parameter Values.
+        arXiv:1810.03307 (VarGrad).
+    """
+    if not callable(method):
+        raise TypeError(f"smooth() wraps an explaining method; got {type(method).__name__}.")
+    if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 1:
+        raise ValueError(f"repetitions is an int >= 1; got {repetitions!r}.")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
+        raise ValueError(f"noise is a number >= 0; got {noise!r}.")
+    if noise_type not in _NOISE_TYPES:
+        raise ValueError(f"noise_type is one of {_NOISE_TYPES}; got {noise_type!r}.")
+    if aggregation not in _AGGREGATIONS:
+        raise ValueError(f"aggregation is one of {_AGGREGATIONS}; got {aggregation!r}.")
+    check_chunk_size(chunk_size)
+    if isinstance(seed, keras.random.SeedGenerator):
+        generator = seed
+    elif seed is None or (isinstance(seed, int) and not isinstance(seed, bool)):
+        generator = keras.random.SeedGenerator(seed)
+    else:
+        raise TypeError(f"seed is an int, None or a keras.random.SeedGenerator; got {seed!r}.")
+    noise = float(noise)
+
+    def smoothed(
+        model,
+        inputs,
+        indices=None,
+        indices_axis: int = -1,
+        indices_batch_dims: int = -1,
+        spatial_axis=SPATIAL_AXIS,
+        **params,
+    ):
+        inputs = as_inputs(inputs)
+        rank = len(inputs.shape)
+        positive_axes(spatial_axis, rank)
+        if noise_type == "relative":
+            value_axes = tuple(range(1, rank))
+            spread = ops.max(inputs, axis=value_axes, keepdims=True) - ops.min(
+                inputs, axis=value_axes, keepdims=True
+            )
+            stddev = noise * spread  # (batch, 1, ..., 1)
+        else:
+            stddev = noise
+        scores = None
+        noisy_maps = []
+        # group 0 is the clean batch (for the scores), groups 1..repetitions are noisy
+        for start, stop in chunked(repetitions + 1, chunk_size):
+            parts = []
+            if start == 0:
+                parts.append(inputs)
+            copies = stop - max(start, 1)
+            if copies:
+                tiled = tile_batch(inputs, copies)
+                draw = keras.random.normal(ops.shape(tiled), dtype=inputs.dtype, seed=generator)
+                scale = tile_batch(stddev, copies) if noise_type == "relative" else stddev
+                parts.append(tiled + draw * scale)
+            batch = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+            groups = stop - start
+            chunk_scores, maps = method(
+                model,
+                batch,
+                indices=tile_indices(indices, groups, indices_batch_dims),
+                indices_axis=indices_axis,
+                indices_batch_dims=indices_batch_dims,
+                spatial_axis=spatial_axis,
+                **params,
+            )
+            _check_maps(maps, chunk_scores, "smooth")
+            maps = ungroup(maps, groups)
+            if start == 0:
+                scores = ungroup(chunk_scores, groups)[0]
+                maps = maps[1:]
+            if copies:
+                noisy_maps.append(maps)
+        stacked = noisy_maps[0] if len(noisy_maps) == 1 else ops.concatenate(noisy_maps, axis=0)
+        if aggregation == "mean":
+            maps = ops.mean(stacked, axis=0)
+        elif aggregation == "square":
+            maps = ops.mean(ops.square(stacked), axis=0)
+        else:
+            maps = ops.var(stacked, axis=0)
+        return scores, maps
+
+    _describe(
+        smoothed,
+        method,
+        "smooth",
+        repetitions=repetitions,
+        noise=noise,
+        noise_type=noise_type,
+        aggregation=aggregation,
+    )
+    return smoothed
+
+
+def _describe(wrapper, method, meta, **settings):
+    name = getattr(method, "__name__", type(method).__name__)
+    listed = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+    wrapper.__name__ = wrapper.__qualname__ = f"{meta}_{name}"
+    wrapper.__doc__ = f"``ke.methods.meta.{meta}({name}, {listed})``: see ``{meta}``."
+    wrapper.__wrapped_method__ = method
+
+
+def tta(method, scales=(0.5, 1.5, 2.0), hflip: bool = True, resize_method: str = "bilinear"):
+    """Test-time augmentation of any explaining method.
+
+    The method runs on the original inputs and on each rescaled version
+    (``round(scale * size)`` along every spatial axis), and — with ``hflip`` —
+    on the flipped copy of each of those. Every map is brought back to the
+    map size of the original pass (un-flipped, then resized with
+    ``resize_method``) and the result is the mean over all
+    ``(1 + len(scales)) * (2 if hflip else 1)`` passes. (The original
+    keras-explainable left the unscaled pass and its flip out of the count.)
+    The original pass is always included: a scale of ``1.0`` in ``scales``
+    counts it a second time.
+
+    ``hflip`` flips the last spatial axis: the width of images, the time axis
+    of 1-D signals ``(batch, time, channels)``, the width of volumes
+    ``(batch, depth, height, width, channels)``. The spatial axes must be the
+    ones between batch and channels.
+
+    Batching: each input size is one call of ``method``, the flipped copies
+    stacked after the batch. The model must accept the rescaled sizes
+    (e.g. built with ``keras.Input((None, None, 3))``).
+
+    Scores: the returned scores are ``method``'s scores on the original,
+    un-augmented inputs.
+
+    Args:
+        method: the explaining method to augment.
+        scales: factors to rescale the inputs by (each > 0).
+        hflip: also explain the flipped copy of every pass.
+        resize_method: the interpolation (``"bilinear"``, ``"nearest"``, ...)
+            for rescaling the inputs and bringing maps back.
+
+    Returns:
+        a method with the standard signature whose ``**params`` go to ``method``.
+
+    Example:
+        >>> augmented = ke.methods.meta.tta(ke.methods.cams.gradcam, scales=(0.5, 2.0))
+        >>> scores, maps = ke.explain(augmented, model, x, y,
+        ...                           postprocessing=ke.filters.positive_normalize)
+    """
+    if not callable(method):
+        raise TypeError(f"tta() wraps an explaining method; got {type(method).__name__}.")
+    try:
+        scales = tuple(float(s) for s in scales)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"scales is a sequence of positive numbers; got {scales!r}.") from error
+    if any(not s > 0 for s in scales):
+        raise ValueError(f"Every scale must be > 0; got {scales}.")
+    hflip = bool(hflip)
+    copies = 2 if hflip else 1
+    passes = (1 + len(scales)) * copies
+
+    def augmented(
+        model,
+        inputs,
+        indices=None,
+        indices_axis: int = -1,
+        indices_batch_dims: int = -1,
+        spatial_axis=SPATIAL_AXIS,
+        **params,
+    ):
+        inputs = as_inputs(inputs)
+        rank = len(inputs.shape)
+        axes = positive_axes(spatial_axis, rank)
+        if list(axes) != list(range(1, rank - 1)):
+            raise ValueError(
+                f"tta needs (batch, *spatial, channels) inputs with spatial_axis naming every "
+                f"axis between batch and channels; got spatial_axis={spatial_axis} for inputs "
+                f"of shape {tuple(inputs.shape)}."
+            )
+        size = tuple(inputs.shape[a] for a in axes)
+        if any(s is None for s in size):
+            raise ValueError(f"tta needs static spatial sizes; got inputs of shape {size}.")
+        last = axes[-1]
+        tiled_indices = tile_indices(indices, copies, indices_batch_dims)
+
+        def explain_pass(x):
+            batch = ops.concatenate([x, ops.flip(x, axis=last)], axis=0) if hflip else x
+            scores, maps = method(
+                model,
+                batch,
+                indices=tiled_indices,
+                indices_axis=indices_axis,
+                indices_batch_dims=indices_batch_dims,
+                spatial_axis=spatial_axis,
+                **params,
+            )
+            _check_maps(maps, scores, "tta")
+            if len(maps.shape) != rank:
+                raise ValueError(
+                    f"tta needs maps with the inputs' spatial axes; the method returned maps "
+                    f"of shape {tuple(maps.shape)} for inputs of shape {tuple(batch.shape)}."
+                )
+            maps = ungroup(maps, copies)
+            views = [maps[0]]
+            if hflip:
+                views.append(ops.flip(maps[1], axis=last))
+            return ungroup(scores, copies)[0], views
+
+        scores, views = explain_pass(inputs)
+        target = tuple(views[0].shape[1:-1])
+        total = views[0] if len(views) == 1 else views[0] + views[1]
+        for scale in scales:
+            scaled = tuple(max(1, int(round(scale * s))) for s in size)
+            x = resize(inputs, scaled, axes, interpolation=resize_method)
+            try:
+                _, views = explain_pass(x)
+            except Exception as error:  # the framework's message, with what to do first
+                raise ValueError(
+                    f"tta could not explain the inputs rescaled by {scale} to {scaled}: {error}. "
+                    "The model must accept every rescaled size (build it with "
+                    "keras.Input((None, None, channels))), or pass scales that it accepts."
+                ) from error
+            for view in views:
+                total = total + resize(view, target, axes, interpolation=resize_method)
+        return scores, total / passes
+
+    _describe(augmented, method, "tta", scales=scales, hflip=hflip, resize_method=resize_method)
+    return augmented
+
+
+__all__ = ["smooth", "tta"]
