@@ -193,6 +193,27 @@ def test_occlusion_through_explain(units):
         assert step.traces == 1
 
 
+def test_perturbation_steps_serve_any_batch_size():
+    """One cached step serves several batch sizes (TensorFlow then relaxes the batch axis)."""
+    cnn = models.gap_dense_cnn()
+    x = models.inputs(5, seed=4)
+    indices = np.array([[0, 1], [2, 3], [4, 0], [1, 1], [3, 2]])
+    _, expected = np_occlusion(np_gap_dense_forward(cnn), x, indices, (4, 4), (3, 3))
+    masks = perturbation.rise_masks((12, 12), **RISE)
+    _, expected_rise = np_rise(np_gap_dense_forward(cnn), x, indices, masks, 0.5)
+    common = dict(verbose=0, postprocessing=None, resizing=False, perturbations_per_eval=6)
+    for batch_size in (2, 3, 4):
+        _, maps = ke.explain(
+            perturbation.occlusion, cnn, x, indices, batch_size=batch_size, window=4, stride=3,
+            **common,
+        )  # fmt: skip
+        np.testing.assert_allclose(maps, expected, **TOLERANCE)
+        _, maps = ke.explain(
+            perturbation.rise, cnn, x, indices, batch_size=batch_size, **RISE, **common
+        )
+        np.testing.assert_allclose(maps, expected_rise, **TOLERANCE)
+
+
 def test_occlusion_1d():
     model = conv1d_model()
     x = np.random.default_rng(0).uniform(-1, 1, (3, 16, 2)).astype("float32")

@@ -85,11 +85,11 @@ def _baseline_tensor(baseline, inputs):
     baseline = ops.cast(ops.convert_to_tensor(baseline), inputs.dtype)
     rank = len(inputs.shape)
     shape = tuple(baseline.shape)
-    static = tuple(1 if d is None else d for d in inputs.shape)
+    known = lambda dims: tuple(1 if d is None else d for d in dims)  # unknown: checked later
     try:
         if len(shape) > rank:
             raise ValueError
-        np.broadcast_shapes(shape, static)
+        np.broadcast_shapes(known(shape), known(inputs.shape))
     except ValueError:
         raise ValueError(
             f"`baseline` of shape {shape} does not broadcast to the inputs {tuple(inputs.shape)}: "
