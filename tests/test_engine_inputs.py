@@ -219,6 +219,37 @@ def test_partial_last_batch_is_padded_and_traced_once(model, x, units):
     assert step.traces == (5 if ke.backend.NAME == "torch" else 1)
 
 
+def test_dataset_rebatched_to_batch_size_fills_every_step(model, x, units, reference):
+    tf = tf_or_skip()
+    dataset = tf.data.Dataset.from_tensor_slices((x, units)).batch(5)  # 5 + 5 rows
+    assert_same(ke.gradcam(model, dataset, batch_size=BATCH, verbose=0), reference)
+    step = gradcam_step(model)
+    # Steps of 4, 4 and 2 (padded) as for the array, not 4, 1, 4, 1.
+    assert step.calls == 3 + 3  # the reference run, then this one
+    assert step.traces == (6 if ke.backend.NAME == "torch" else 1)
+
+
+def test_generator_of_uneven_batches(model, x, units, reference):
+    cuts = [0, 1, 6, 7, 10]
+    batches = ((x[a:b], units[a:b]) for a, b in zip(cuts, cuts[1:]))
+    assert_same(ke.gradcam(model, batches, batch_size=BATCH, verbose=0), reference)
+
+
+def test_one_step_serves_different_unit_counts(model, x, units):
+    # One cached step, three input signatures: all units, one and two per sample.
+    every = ke.gradcam(model, x, batch_size=BATCH, verbose=0)
+    one = ke.gradcam(model, x, units[:, 0], batch_size=BATCH, verbose=0)
+    two = ke.gradcam(model, x, units, batch_size=BATCH, verbose=0)
+    assert every[1].shape[-1] == models.CLASSES and one[1].shape[-1] == 1
+    for column in range(2):
+        picked = np.take_along_axis(every[1], units[:, None, None, column : column + 1], axis=-1)
+        np.testing.assert_allclose(two[1][..., column : column + 1], picked, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one[1], two[1][..., :1], rtol=1e-6, atol=1e-6)
+    step = gradcam_step(model)
+    assert step.calls == 9
+    assert step.traces == (9 if ke.backend.NAME == "torch" else 3)
+
+
 def counting(method):
     """``method`` that counts how often its Python body runs (traces, or eager calls)."""
 
@@ -292,6 +323,12 @@ def test_verbose_prints_a_progress_bar(model, x, units, capsys):
     ke.gradcam(model, x, units, batch_size=BATCH, verbose=1)
     out = capsys.readouterr().out
     assert "3/3" in out
+
+
+def test_verbose_progress_bar_for_a_generator_of_unknown_length(model, x, units, capsys):
+    batches = ((x[i : i + BATCH], units[i : i + BATCH]) for i in range(0, N, BATCH))
+    ke.gradcam(model, batches, verbose=1)
+    assert "3/Unknown" in capsys.readouterr().out
 
 
 def test_verbose_zero_prints_nothing(model, x, units, capsys):

@@ -9,6 +9,7 @@ No framework is imported here: datasets are recognized by duck typing.
 from __future__ import annotations
 
 import itertools
+import numbers
 from collections.abc import Iterator
 
 import keras
@@ -58,56 +59,87 @@ def _split_element(element):
         )
     if isinstance(element, (tuple, list)):
         if len(element) == 0:
-            raise ValueError("The dataset yielded an empty tuple.")
+            raise ValueError(
+                "The dataset yielded an empty tuple; yield `x` or `(x, units)` batches."
+            )
         if len(element) == 1:
             return element[0], None
         return element[0], element[1]
     return element, None
 
 
+def positive_int(name: str, value, none_means: str):
+    """``value`` as a positive int (numpy integers welcome), or None."""
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"`{name}` must be a positive int or None ({none_means}); got "
+            f"{value!r} of type {type(value).__name__}. Pass e.g. {name}={_example(value)}."
+        )
+    if value <= 0:
+        raise ValueError(
+            f"`{name}` must be a positive int or None ({none_means}); got {value}. "
+            f"Pass e.g. {name}={_example(value)}."
+        )
+    return int(value)
+
+
+def _example(value) -> int:
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 32
+
+
 class Source:
     """An iterable of ``(x_batch, units_batch)`` numpy pairs, with what is known of its size.
 
     Attributes:
+        array: the inputs as one numpy array, when ``x`` was an array (else None).
         num_batches: the number of batches, when known.
         num_samples: the number of samples, when known.
         batch_size: the size every batch is cut or padded to.
     """
 
     def __init__(self, x, y=None, batch_size=None, steps=None):
-        if steps is not None and (not isinstance(steps, int) or steps <= 0):
-            raise ValueError(f"`steps` is a positive int, not {steps!r}.")
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
-        ):
-            raise ValueError(f"`batch_size` is a positive int, not {batch_size!r}.")
-        self._y = None if y is None else to_numpy(y)
+        steps = positive_int("steps", steps, "None draws every batch")
+        batch_size = positive_int("batch_size", batch_size, "None means 32 for arrays")
+        if isinstance(x, (str, bytes, dict)) or x is None:
+            raise TypeError(
+                f"Cannot explain inputs of type {type(x).__name__}: pass a numpy array or tensor "
+                "(samples, *spatial, channels), a tf.data.Dataset, a keras.utils.PyDataset, a "
+                "torch DataLoader or a generator of such batches."
+            )
+        self._y = None if y is None else _as_units(y)
+        self.array = None
         self.num_samples = None
         self.num_batches = None
         self.steps = steps
 
         if is_array_like(x) and not isinstance(x, (list, tuple)) or _is_array_list(x):
             self._kind = "array"
-            self._x = to_numpy(x)
+            self._x = self.array = _as_array(x)
             if self._x.ndim == 0:
-                raise ValueError("`x` is a scalar; pass a batch `(batch, *spatial, channels)`.")
+                raise ValueError(
+                    "`x` is a single number; pass a batch (samples, *spatial, channels)."
+                )
             self.num_samples = len(self._x)
             if self.num_samples == 0:
-                raise ValueError("`x` is empty: there is nothing to explain.")
+                raise ValueError(
+                    f"`x` is empty (shape {self._x.shape}): there is nothing to explain. Pass "
+                    "at least one sample."
+                )
             self.batch_size = min(batch_size or 32, self.num_samples)
             self.num_batches = -(-self.num_samples // self.batch_size)
             if steps is not None:
                 self.num_batches = min(self.num_batches, steps)
                 self.num_samples = min(self.num_samples, steps * self.batch_size)
-            if self._y is not None and len(self._y) != len(self._x):
-                raise ValueError(
-                    f"`y` has {len(self._y)} rows but `x` has {len(self._x)} samples; give "
-                    "one row of units per sample."
-                )
             return
 
         self._x = x
         self.batch_size = batch_size  # None: the first batch's size
+        rebatched = batch_size is not None
         if isinstance(x, keras.utils.PyDataset):
             self._kind = "pydataset"
             length = x.num_batches
@@ -130,6 +162,17 @@ class Source:
                 f"Cannot explain inputs of type {type(x).__name__}: pass a numpy array, a tensor, "
                 "a tf.data.Dataset, a keras.utils.PyDataset, a torch DataLoader or a generator."
             )
+        if rebatched:  # the dataset's elements are re-cut: their count is not the steps'
+            self.num_batches = None
+
+    def check_y_rows(self) -> None:
+        """For array inputs: ``y`` must give one row of units per sample."""
+        if self.array is not None and self._y is not None and len(self._y) != len(self.array):
+            raise ValueError(
+                f"`y` has {len(self._y)} rows but `x` has {len(self.array)} samples; give one "
+                "row of units per sample ((samples,) or (samples, units) integers), or y=None "
+                "to explain every unit."
+            )
 
     def _raw_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         if self._kind == "array":
@@ -149,13 +192,17 @@ class Source:
         seen = 0
         for element in elements:
             xb, units = _split_element(element)
-            xb = to_numpy(xb)
+            xb = _as_array(xb, "The dataset's inputs")
             if xb.ndim == 0:
-                raise ValueError("The dataset yielded a scalar; yield batches of inputs.")
+                raise ValueError(
+                    "The dataset yielded a single number as inputs; yield batches "
+                    "(samples, *spatial, channels), or (inputs, units) pairs."
+                )
             if self._y is not None:
                 if units is not None:
                     raise ValueError(
-                        "Both `y` and the dataset's elements give units; pass only one."
+                        "Both `y` and the dataset's elements give units; pass only one (yield "
+                        "inputs alone, or leave y=None)."
                     )
                 units = self._y[seen : seen + len(xb)]
                 if len(units) != len(xb):
@@ -164,20 +211,90 @@ class Source:
                         "yields; give one row of units per sample."
                     )
             elif units is not None:
-                units = to_numpy(units)
+                units = _as_units(units)
             seen += len(xb)
             yield xb, units
+        if self._y is not None and self.steps is None and seen and seen != len(self._y):
+            raise ValueError(
+                f"`y` has {len(self._y)} rows but the dataset yielded {seen} samples; give one "
+                "row of units per sample."
+            )
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Batches of exactly ``batch_size`` rows before padding (the last may be short)."""
+        """Batches of exactly ``batch_size`` rows (only the last may be short).
+
+        A dataset batched otherwise is re-batched: its rows are carried over from
+        one element to the next, so every step but the last is full.
+        """
+        if self._kind == "array":
+            yield from self._raw_batches()
+            return
+        pending_x, pending_units = [], []
+        count = 0
         for xb, units in self._raw_batches():
+            if len(xb) == 0:
+                continue
             if self.batch_size is None:
-                if len(xb) == 0:
-                    continue
                 self.batch_size = len(xb)
-            for start in range(0, len(xb), self.batch_size):
-                stop = start + self.batch_size
-                yield xb[start:stop], None if units is None else units[start:stop]
+            if pending_x and (
+                pending_x[0].shape[1:] != xb.shape[1:]
+                or (pending_units[0] is None) != (units is None)
+            ):
+                yield _join(pending_x, pending_units)  # let the engine report the mismatch
+                pending_x, pending_units, count = [], [], 0
+            pending_x.append(xb)
+            pending_units.append(units)
+            count += len(xb)
+            while count >= self.batch_size:
+                joined_x, joined_units = _join(pending_x, pending_units)
+                yield joined_x[: self.batch_size], _rows(joined_units, slice(None, self.batch_size))
+                rest = slice(self.batch_size, None)
+                pending_x, pending_units = [joined_x[rest]], [_rows(joined_units, rest)]
+                count -= self.batch_size
+            if count == 0:
+                pending_x, pending_units = [], []
+        if count:
+            yield _join(pending_x, pending_units)
+
+
+def _rows(units, rows):
+    return None if units is None else units[rows]
+
+
+def _join(xs, units):
+    joined_x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+    if units[0] is None:
+        return joined_x, None
+    if len(units) == 1:
+        return joined_x, units[0]
+    try:
+        return joined_x, np.concatenate(units)
+    except ValueError:
+        raise ValueError(
+            "The dataset yields units of different shapes "
+            f"({', '.join(str(u.shape) for u in units)}); every batch must give the same "
+            "number of units per sample."
+        ) from None
+
+
+def _as_array(value, what: str = "`x`") -> np.ndarray:
+    try:
+        return to_numpy(value)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(
+            f"{what} could not be turned into one array ({error}). Stack samples of the same "
+            "shape into one (samples, *spatial, channels) array."
+        ) from None
+
+
+def _as_units(y) -> np.ndarray:
+    units = _as_array(y, "`y`")
+    if units.ndim == 0:
+        raise ValueError(
+            f"`y` is the single number {units.item()!r}; give one unit per sample, e.g. "
+            "np.full(len(x), unit), or a (samples, units) array."
+        )
+    return units
 
 
 def _is_array_list(x) -> bool:

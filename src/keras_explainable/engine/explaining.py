@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import re
 import warnings
 import weakref
 from collections.abc import Callable
@@ -87,9 +88,15 @@ class CompiledStep:
         # call has another shape, and methods need static shapes.
         self._compiled: dict = {}
 
+        self._failure = None
+
     def _step(self, inputs, indices):
         self.traces += 1
-        return explain_step(self._model, self.method, inputs, indices, **self._params)
+        try:
+            return explain_step(self._model, self.method, inputs, indices, **self._params)
+        except Exception as error:
+            self._failure = error  # the original, before the framework wraps it
+            raise
 
     def __call__(self, inputs, indices):
         self.calls += 1
@@ -98,7 +105,18 @@ class CompiledStep:
         if run is None:
             run = backend.compile(self._step, self._model, jit_compile=self._jit_compile)
             self._compiled[signature] = run
-        return run(inputs, indices)
+        self._failure = None
+        try:
+            return run(inputs, indices)
+        except Exception as error:
+            failure, self._failure = self._failure, None
+            if failure is None or failure is error:
+                raise
+            # tf.function re-raises errors of the traced code with its own
+            # "in user code:" preamble; hand the user the original error.
+            raise failure.with_traceback(failure.__traceback__) from None
+        finally:
+            self._failure = None
 
 
 def _signature(tensor):
@@ -143,29 +161,86 @@ def get_step(model, method, force=False, jit_compile=None, **params) -> Compiled
 
 
 def _check_arguments(method, model):
+    if isinstance(method, keras.layers.Layer) and not isinstance(model, keras.layers.Layer):
+        raise TypeError(
+            f"explain() takes the method first: explain(method, model, x, y). It got the model "
+            f"'{method.name}' as `method` and a {type(model).__name__} as `model`; swap them."
+        )
     if not callable(method):
         raise TypeError(
-            f"`method` must be an explaining method such as ke.methods.cams.gradcam; got "
-            f"{type(method).__name__}. (The order is explain(method, model, x, y).)"
+            f"`method` must be an explaining method such as ke.methods.cams.gradcam; got a "
+            f"{type(method).__name__}. Call explain(method, model, x, y), or a shortcut such "
+            "as ke.gradcam(model, x, y)."
         )
     if not isinstance(model, keras.layers.Layer):
-        raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
+        raise TypeError(
+            f"`model` must be a Keras 3 model (keras.Model / keras.Sequential); got a "
+            f"{type(model).__name__}. Build or load the model with Keras 3 (`import keras`)."
+        )
 
 
-def _check_inputs(model, sample: np.ndarray, spatial_axis):
-    if not np.issubdtype(sample.dtype, np.number) and sample.dtype != np.bool_:
-        raise TypeError(f"`x` holds {sample.dtype} values; pass numbers.")
+def _check_verbose(verbose):
+    if verbose == "auto":
+        return 1
+    if isinstance(verbose, (bool, np.bool_)) or verbose in (0, 1, 2):
+        return int(verbose)
+    raise ValueError(f'`verbose` is "auto", 0 (silent), 1 or 2; got {verbose!r}.')
+
+
+def _check_callbacks(callbacks):
+    if callbacks is None:
+        return None
+    if isinstance(callbacks, keras.callbacks.Callback):
+        callbacks = [callbacks]
+    callbacks = list(callbacks)
+    for callback in callbacks:
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise TypeError(
+                f"`callbacks` must be a list of keras.callbacks.Callback; got a "
+                f"{type(callback).__name__}. Subclass keras.callbacks.Callback and override "
+                "its on_predict_* methods."
+            )
+    return callbacks
+
+
+def _check_inputs(model, shape: tuple, dtype, spatial_axis):
+    """Validate the inputs' dtype and shape against the model and ``spatial_axis``."""
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.number) and dtype != np.bool_:
+        raise TypeError(
+            f"`x` holds values of dtype {dtype}; pass numbers (e.g. x.astype('float32'))."
+        )
+    shape = tuple(shape)
     expected = inspection.input_shape_of(model)
     if expected is not None:
         expected = tuple(expected)
-        if len(sample.shape) != len(expected) or any(
-            e is not None and e != s for e, s in zip(expected[1:], sample.shape[1:])
-        ):
+        wanted = "(samples, " + ", ".join("?" if d is None else str(d) for d in expected[1:]) + ")"
+        if len(shape) != len(expected):
+            hint = ""
+            if len(shape) == len(expected) - 1:
+                hint = " For a single sample, add the batch axis: x[None]."
             raise ValueError(
-                f"`x` has samples of shape {sample.shape[1:]} but '{model.name}' expects "
-                f"{expected[1:]} (inputs are (batch, *spatial, channels))."
+                f"`x` has shape {shape} (rank {len(shape)}), but '{model.name}' takes batches "
+                f"of rank {len(expected)}: {wanted}.{hint}"
             )
-    positive_axes(spatial_axis, sample.ndim)
+        if any(e is not None and e != s for e, s in zip(expected[1:], shape[1:])):
+            raise ValueError(
+                f"`x` has samples of shape {shape[1:]} but '{model.name}' expects "
+                f"{expected[1:]}. Resize or reshape the inputs to {wanted} "
+                "(channels last)."
+            )
+    try:
+        positive_axes(spatial_axis, len(shape))
+    except ValueError:
+        raise ValueError(
+            f"`x` has shape {shape} (rank {len(shape)}), which has no spatial axes "
+            f"spatial_axis={spatial_axis}: inputs are (samples, *spatial, channels). For a "
+            "single sample, add the batch axis (x[None]); for other signals pass a matching "
+            "spatial_axis, e.g. spatial_axis=(-2,) for (samples, length, channels)."
+        ) from None
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def _probe(model, sample: np.ndarray) -> int:
@@ -179,8 +254,12 @@ def _probe(model, sample: np.ndarray) -> int:
         try:
             outputs, _ = backend.forward(model, sample[:1])
         except Exception as error:  # the framework's message, with our context first
+            detail = _ANSI.sub("", str(error)).strip()
             raise ValueError(
-                f"'{model.name}' could not run on inputs of shape {sample.shape[1:]}: {error}"
+                f"'{model.name}' could not run on inputs of shape {sample.shape[1:]} (samples "
+                "of `x`). Pass inputs shaped like the ones the model was built for, "
+                f"(samples, *spatial, channels). The model raised {type(error).__name__}: "
+                f"{detail}"
             ) from error
         logits = inspection.first_output(outputs)
         if len(logits.shape) != 2:
@@ -192,30 +271,46 @@ def _probe(model, sample: np.ndarray) -> int:
     return cached[key]
 
 
-def _check_units(units: np.ndarray | None, rows: int, num_units: int, offset: int):
+def _check_units(
+    units: np.ndarray | None, rows: int, num_units: int, offset: int, model_name: str = "model"
+):
     if units is None:
         return None
     units = np.asarray(units)
     if units.dtype == np.bool_ or not np.issubdtype(units.dtype, np.integer):
-        if np.issubdtype(units.dtype, np.floating) and np.all(np.mod(units, 1) == 0):
+        numeric = np.issubdtype(units.dtype, np.floating)
+        if numeric and np.isfinite(units).all() and np.all(np.mod(units, 1) == 0):
             units = units.astype(np.int64)
         else:
+            bad = ""
+            if numeric:
+                flat = units.reshape(-1)
+                odd = flat[~np.isfinite(flat) | (np.mod(np.nan_to_num(flat), 1) != 0)]
+                bad = f" such as {odd[0].item()!r}" if odd.size else ""
             raise TypeError(
-                f"`y` holds unit indices (integers); got {units.dtype}. For one-hot labels "
-                "pass `labels.argmax(-1)`."
+                f"`y` holds unit indices, which must be integers; got {units.dtype} values"
+                f"{bad}. Pass integer class indices (for one-hot labels or probabilities, "
+                "`labels.argmax(-1)`)."
             )
     if units.ndim == 1:
         units = units[:, None]
-    if units.ndim != 2 or len(units) != rows:
+    if units.ndim != 2:
         raise ValueError(
-            f"`y` must be (samples, units) or (samples,) with one row per sample; got a batch "
-            f"of shape {units.shape} for {rows} samples."
+            f"`y` must be (samples, units) or (samples,) integers; got shape {units.shape}. "
+            "Drop the extra axes, e.g. y.reshape(len(y), -1)."
         )
-    if units.size and (units.min() < 0 or units.max() >= num_units):
-        bad = units[(units < 0) | (units >= num_units)][0]
+    if len(units) != rows:
         raise ValueError(
-            f"`y` holds the unit {bad} (near sample {offset}), but the model has {num_units} "
-            f"units: indices must be in [0, {num_units - 1}]."
+            f"`y` gives {len(units)} rows of units for {rows} samples; give one row per sample."
+        )
+    outside = (units < 0) | (units >= num_units)
+    if outside.any():
+        row, column = np.argwhere(outside)[0]
+        raise ValueError(
+            f"`y` holds the unit {units[row, column]} (sample {offset + row}), but "
+            f"'{model_name}' has {num_units} units: indices must be in [0, {num_units - 1}] "
+            "(negative indices are not allowed). Check the labels, or pass y=None to explain "
+            "every unit."
         )
     return units.astype(np.int32)
 
@@ -225,7 +320,8 @@ def _check_finite(batch: np.ndarray, offset: int):
         bad = int(np.argwhere(~np.isfinite(batch).reshape(len(batch), -1).all(axis=1))[0][0])
         raise ValueError(
             f"`x` holds NaN or Inf values (sample {offset + bad}); explanations of "
-            "non-finite inputs are meaningless. Clean or impute them first."
+            "non-finite inputs are meaningless. Clean or impute them first (e.g. "
+            "np.nan_to_num)."
         )
 
 
@@ -296,31 +392,53 @@ def explain(
     jit_compile = method_params.pop("jit_compile", None)
     method_params.setdefault("resizing", True)
     method_params.setdefault("postprocessing", None)
+    verbose = _check_verbose(verbose)
+    callbacks = _check_callbacks(callbacks)
     source = Source(x, y, batch_size=batch_size, steps=steps)
-    if verbose == "auto":
-        verbose = 1
+    if source.array is not None:  # the shape first: a wrong rank also miscounts y's rows
+        _check_inputs(model, source.array.shape, source.array.dtype, spatial_axis)
+    source.check_y_rows()
     progress = keras.utils.Progbar(source.num_batches, verbose=verbose) if verbose else None
     callback_list = keras.callbacks.CallbackList(callbacks, model=model) if callbacks else None
 
     step = None
     all_scores, all_maps = [], []
     num_units = None
+    sample_shape = None
+    first_columns = None
     seen = 0
+    index = 0
     if callback_list:
         callback_list.on_predict_begin()
-    for index, (xb, units) in enumerate(source):
+    for xb, units in source:
         rows = len(xb)
         if rows == 0:
             continue
         if step is None:
-            _check_inputs(model, xb, spatial_axis)
+            _check_inputs(model, xb.shape, xb.dtype, spatial_axis)
+            sample_shape = xb.shape[1:]
             num_units = _probe(model, xb.astype(_float_dtype(xb), copy=False))
             step = get_step(
                 model, method, force=force, jit_compile=jit_compile,
                 spatial_axis=spatial_axis, **method_params,
             )  # fmt: skip
+        elif xb.shape[1:] != sample_shape:
+            raise ValueError(
+                f"Batch {index} of `x` has samples of shape {xb.shape[1:]}, but the first "
+                f"batch had {sample_shape}; every batch must hold samples of one shape. "
+                "Resize the inputs to one size (or explain each size in its own call)."
+            )
         _check_finite(xb, seen)
-        units = _check_units(units, rows, num_units, seen)
+        units = _check_units(units, rows, num_units, seen, model.name)
+        columns = None if units is None else units.shape[1]
+        if index == 0:
+            first_columns = columns
+        elif columns != first_columns:
+            raise ValueError(
+                f"Batch {index} gives {columns or 'no'} units per sample but the first batch "
+                f"gave {first_columns or 'none (all units)'}; every batch must explain the "
+                "same number of units."
+            )
         if callback_list:
             callback_list.on_predict_batch_begin(index)
         size = source.batch_size
@@ -336,10 +454,17 @@ def explain(
         seen += rows
         if callback_list:
             callback_list.on_predict_batch_end(index, {"outputs": (scores, maps)})
+        index += 1
         if progress is not None:
-            progress.update(index + 1)
+            progress.update(index)
     if step is None:
-        raise ValueError("`x` yielded no samples: there is nothing to explain.")
+        raise ValueError(
+            "`x` yielded no samples: there is nothing to explain. The dataset or generator "
+            "is empty or already exhausted (a generator can be iterated only once: create "
+            "a new one for each call)."
+        )
+    if progress is not None and progress.target is None:
+        progress.update(index, finalize=True)
     if callback_list:
         callback_list.on_predict_end()
     return np.concatenate(all_scores), np.concatenate(all_maps)
