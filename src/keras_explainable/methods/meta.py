@@ -41,6 +41,29 @@ def _check_maps(maps, scores, name):
         )
 
 
+def _is_jax_tracer(value) -> bool:
+    return keras.backend.backend() == "jax" and any(
+        klass.__name__.endswith("Tracer") for klass in type(value).__mro__
+    )
+
+
+def _normal(shape, dtype, generator):
+    """Standard normal noise from ``generator``, advancing it where that is possible.
+
+    The draw runs in its own ``keras.StatelessScope`` so that the generator's
+    state update is caught instead of written into the variable. It is then
+    applied when it is a concrete value (eager) or a graph op (TensorFlow's
+    ``tf.function``); inside a JAX trace it is a tracer that must not leak
+    into the variable, so the state stays where it is for that trace.
+    """
+    with keras.StatelessScope() as scope:
+        noise = keras.random.normal(shape, dtype=dtype, seed=generator)
+    state = scope.get_current_value(generator.state)
+    if state is not None and not _is_jax_tracer(state):
+        generator.state.assign(state)
+    return noise
+
+
 def smooth(
     method,
     repetitions: int = 20,
@@ -74,14 +97,15 @@ def smooth(
 
     Randomness and reproducibility: the noise is drawn with ``keras.random``
     from a ``keras.random.SeedGenerator`` made when ``smooth`` is called
-    (``seed`` an int or None) or passed as ``seed``. Each call of the returned
-    method draws fresh noise, so two methods made with the same int ``seed``
-    give the same results for the same sequence of calls. Inside a compiled
-    step the draws are traced: on TensorFlow the generator's state is a
-    variable and advances on every call; on JAX the compiled step reads the
-    state as a constant, so every batch of one ``ke.explain`` step sees the
-    same noise draw (different for each sample of the batch) — results are
-    still reproducible.
+    (``seed`` an int or None; None follows ``keras.utils.set_random_seed``)
+    or passed as ``seed``. Each eager call of the returned method draws fresh
+    noise, so two methods made with the same int ``seed`` give the same
+    results for the same sequence of calls. In compiled steps: on TensorFlow
+    (``tf.function``) the generator's state is a variable and advances on
+    every call; on JAX (``jax.jit``, which ``ke.explain`` uses) a traced step
+    cannot update it, so the compiled step reuses one draw for every batch
+    (each sample of a batch still gets its own noise) — reproducible, but the
+    same noise pattern for batch 1 and batch 2.
 
     Args:
         method: the explaining method to smooth.
@@ -159,7 +183,7 @@ def smooth(
             copies = stop - max(start, 1)
             if copies:
                 tiled = tile_batch(inputs, copies)
-                draw = keras.random.normal(ops.shape(tiled), dtype=inputs.dtype, seed=generator)
+                draw = _normal(ops.shape(tiled), inputs.dtype, generator)
                 scale = tile_batch(stddev, copies) if noise_type == "relative" else stddev
                 parts.append(tiled + draw * scale)
             batch = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
