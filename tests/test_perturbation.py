@@ -155,7 +155,7 @@ def test_occlusion_matches_numpy(cnn, units):
             np_gap_dense_forward(cnn), x, indices, window_t, stride_t
         )
         scores, maps = perturbation.occlusion(
-            cnn, x, indices, window=window, stride=stride, perturbations_per_eval=5
+            cnn, x, indices, window=window, stride=stride, chunk_size=5
         )
         np.testing.assert_allclose(numpy_of(scores), expected_scores, **TOLERANCE)
         np.testing.assert_allclose(numpy_of(maps), expected, **TOLERANCE)
@@ -164,10 +164,10 @@ def test_occlusion_matches_numpy(cnn, units):
 def test_occlusion_shared_indices_and_chunking(cnn):
     x = models.inputs(2)
     _, expected = np_occlusion(np_gap_dense_forward(cnn), x, np.array([[1, 3]] * 2), (4, 4), (4, 4))
-    for per_eval in (1, 4, 1000):
+    for per_eval in (1, 4, 1000, None):
         _, maps = perturbation.occlusion(
             cnn, x, np.array([1, 3]), indices_batch_dims=0, window=4, stride=4,
-            perturbations_per_eval=per_eval,
+            chunk_size=per_eval,
         )  # fmt: skip
         np.testing.assert_allclose(numpy_of(maps), expected, **TOLERANCE)
 
@@ -179,7 +179,7 @@ def test_occlusion_through_explain(units):
     indices = UNITS[units]
     indices = np.concatenate([indices, indices[:2]])
     expected_scores, expected = np_occlusion(np_gap_dense_forward(cnn), x, indices, (4, 4), (3, 3))
-    params = dict(postprocessing=None, resizing=False, window=4, stride=3, perturbations_per_eval=6)
+    params = dict(postprocessing=None, resizing=False, window=4, stride=3, chunk_size=6)
     scores, maps = ke.explain(
         perturbation.occlusion, cnn, x, indices, batch_size=2, verbose=0, **params
     )
@@ -201,7 +201,7 @@ def test_perturbation_steps_serve_any_batch_size():
     _, expected = np_occlusion(np_gap_dense_forward(cnn), x, indices, (4, 4), (3, 3))
     masks = perturbation.rise_masks((12, 12), **RISE)
     _, expected_rise = np_rise(np_gap_dense_forward(cnn), x, indices, masks, 0.5)
-    common = dict(verbose=0, postprocessing=None, resizing=False, perturbations_per_eval=6)
+    common = dict(verbose=0, postprocessing=None, resizing=False, chunk_size=6)
     for batch_size in (2, 3, 4):
         _, maps = ke.explain(
             perturbation.occlusion, cnn, x, indices, batch_size=batch_size, window=4, stride=3,
@@ -220,7 +220,7 @@ def test_occlusion_1d():
     indices = np.array([[0, 2], [3, 1], [1, 1]])
     expected_scores, expected = np_occlusion(np_conv_gap_dense(model), x, indices, (5,), (3,))
     scores, maps = perturbation.occlusion(
-        model, x, indices, spatial_axis=(-2,), window=5, stride=3, perturbations_per_eval=2
+        model, x, indices, spatial_axis=(-2,), window=5, stride=3, chunk_size=2
     )
     assert tuple(maps.shape) == (3, 16, 2)
     np.testing.assert_allclose(numpy_of(scores), expected_scores, **TOLERANCE)
@@ -240,7 +240,7 @@ def test_occlusion_3d():
     expected_scores, expected = np_occlusion(np_conv_gap_dense(model), x, indices, window, stride)
     scores, maps = perturbation.occlusion(
         model, x, indices, spatial_axis=(-4, -3, -2), window=window, stride=stride,
-        perturbations_per_eval=7,
+        chunk_size=7,
     )  # fmt: skip
     assert tuple(maps.shape) == (2, 6, 6, 5, 3)
     np.testing.assert_allclose(numpy_of(scores), expected_scores, **TOLERANCE)
@@ -300,7 +300,7 @@ def test_occlusion_windows():
         (dict(window=(13, 2)), "larger than"),
         (dict(stride=(0, 1)), "stride"),
         (dict(stride=True), "stride"),
-        (dict(perturbations_per_eval=0), "perturbations_per_eval"),
+        (dict(chunk_size=0), "chunk_size"),
         (dict(baseline=np.zeros((5,), "float32")), "baseline"),
         (dict(spatial_axis=(-2,)), "spatial_axis"),
     ],
@@ -354,12 +354,12 @@ def test_rise_matches_numpy(cnn, units):
     indices = UNITS[units]
     masks = perturbation.rise_masks((12, 12), **RISE)
     expected_scores, expected = np_rise(np_gap_dense_forward(cnn), x, indices, masks, 0.5)
-    scores, maps = perturbation.rise(cnn, x, indices, perturbations_per_eval=8, **RISE)
+    scores, maps = perturbation.rise(cnn, x, indices, chunk_size=8, **RISE)
     np.testing.assert_allclose(numpy_of(scores), expected_scores, **TOLERANCE)
     np.testing.assert_allclose(numpy_of(maps), expected, **TOLERANCE)
     _, via_explain = ke.explain(
         perturbation.rise, cnn, x, indices, batch_size=2, verbose=0, postprocessing=None,
-        resizing=False, perturbations_per_eval=8, **RISE,
+        resizing=False, chunk_size=8, **RISE,
     )  # fmt: skip
     np.testing.assert_allclose(via_explain, expected, **TOLERANCE)
 
@@ -367,8 +367,8 @@ def test_rise_matches_numpy(cnn, units):
 def test_rise_does_not_depend_on_the_chunk_size(cnn):
     x = models.inputs(2)
     results = [
-        numpy_of(perturbation.rise(cnn, x, None, perturbations_per_eval=k, **RISE)[1])
-        for k in (1, 7, 30, 500)
+        numpy_of(perturbation.rise(cnn, x, None, chunk_size=k, **RISE)[1])
+        for k in (1, 7, 30, 500, None)
     ]
     for other in results[1:]:
         np.testing.assert_allclose(other, results[0], rtol=1e-5, atol=1e-5)
@@ -389,7 +389,7 @@ def test_rise_1d_and_3d_match_numpy():
         masks = perturbation.rise_masks(x.shape[1:-1], **params)
         _, expected = np_rise(forward, x, np.array([1, 2]), masks, 0.4)
         _, maps = perturbation.rise(
-            model, x, np.array([1, 2]), spatial_axis=axes, perturbations_per_eval=5, **params
+            model, x, np.array([1, 2]), spatial_axis=axes, chunk_size=5, **params
         )
         np.testing.assert_allclose(numpy_of(maps), expected, **TOLERANCE)
 
@@ -411,9 +411,7 @@ def test_rise_finds_the_region_a_model_looks_at():
     model.get_layer("logits").kernel.assign(region.reshape(-1, 1) / region.sum())
 
     x = np.ones((1, 12, 12, 1), "float32")
-    _, maps = perturbation.rise(
-        model, x, masks=600, cell_size=4, seed=0, perturbations_per_eval=200
-    )
+    _, maps = perturbation.rise(model, x, masks=600, cell_size=4, seed=0, chunk_size=200)
     maps = numpy_of(maps)[0, ..., 0]
     inside, outside = maps[2:6, 6:10], maps[region[..., 0] == 0]
     far = np.ones((12, 12), bool)  # 3 or more positions away from the region
@@ -432,7 +430,8 @@ def test_rise_finds_the_region_a_model_looks_at():
         (dict(probability=1.5), "probability"),
         (dict(cell_size=(2, 0)), "cell_size"),
         (dict(cell_size=(2, 2, 2)), "cell_size"),
-        (dict(perturbations_per_eval=-1), "perturbations_per_eval"),
+        (dict(chunk_size=-1), "chunk_size"),
+        (dict(chunk_size=2.0), "chunk_size"),
     ],
 )
 def test_rise_rejects_bad_arguments(cnn, params, message):

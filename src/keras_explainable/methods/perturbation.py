@@ -9,13 +9,14 @@ accumulates the scores into one map per explained unit:
 - :func:`rise` multiplies the input by smooth random masks and averages the
   masks weighted by the scores they obtain.
 
-The perturbed copies are scored in chunks of ``perturbations_per_eval`` copies
-of every sample: one forward pass sees ``batch * perturbations_per_eval``
-inputs. Every shape is static (the number of masks is padded up to a whole
-number of chunks with empty masks, which contribute nothing) and the chunks run
-in a ``keras.ops.fori_loop``, so the methods trace once under ``tf.function`` /
-``jax.jit`` whatever the number of masks. Every unit is scored by the same
-forward passes, so explaining many units costs no more passes than one.
+The perturbed copies are scored in chunks of ``chunk_size`` copies of every
+sample (the name Score-CAM and integrated gradients use too): one forward pass
+sees ``batch * chunk_size`` inputs. Every shape is static (the number of masks
+is padded up to a whole number of chunks with empty masks, which contribute
+nothing) and the chunks run in a ``keras.ops.fori_loop``, so the methods trace
+once under ``tf.function`` / ``jax.jit`` whatever the number of masks. Every
+unit is scored by the same forward passes, so explaining many units costs no
+more passes than one.
 """
 
 from __future__ import annotations
@@ -76,6 +77,13 @@ def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
     return int(value)
+
+
+def _copies_per_pass(chunk_size, perturbations: int) -> int:
+    """Perturbed copies of each sample per forward pass (``None``: all of them)."""
+    if chunk_size is None:
+        return perturbations
+    return min(_positive_int(chunk_size, "chunk_size"), perturbations)
 
 
 def _baseline_tensor(baseline, inputs):
@@ -214,7 +222,7 @@ def occlusion(
     window=(8, 8),
     stride=(4, 4),
     baseline=0.0,
-    perturbations_per_eval: int = 16,
+    chunk_size: int | None = 16,
 ):
     """Occlusion sensitivity: the score lost when a window of the input is hidden.
 
@@ -238,9 +246,10 @@ def occlusion(
         baseline: the occluding value: a number, a ``(channels,)`` or
             ``(*spatial, channels)`` array, or one array per sample
             ``(batch, *spatial, channels)`` (e.g. a blurred copy of the inputs).
-        perturbations_per_eval: occluded copies of each sample scored per forward
-            pass (a pass sees ``batch * perturbations_per_eval`` inputs). It only
-            trades memory for speed; the result does not depend on it.
+        chunk_size: occluded copies of each sample scored per forward pass (a
+            pass sees ``batch * chunk_size`` inputs), or ``None`` for all of them
+            at once. It only trades memory for speed; the result does not depend
+            on it.
 
     Returns:
         ``(scores, maps)``: the clean scores ``(batch, units)`` and the maps
@@ -261,11 +270,10 @@ def occlusion(
     spatial = _spatial_shape(inputs, spatial_axis)
     window = _per_axis(window, "window", len(spatial))
     starts = occlusion_windows(spatial, window, stride)
-    per_eval = _positive_int(perturbations_per_eval, "perturbations_per_eval")
     baseline = _baseline_tensor(baseline, inputs)
 
     grid = np.stack(np.meshgrid(*starts, indexing="ij"), axis=-1).reshape(-1, len(spatial))
-    copies = min(per_eval, len(grid))
+    copies = _copies_per_pass(chunk_size, len(grid))
     num_chunks = -(-len(grid) // copies)
     padding = num_chunks * copies - len(grid)
     # Padding windows start past the end of every axis: they hide nothing.
@@ -428,7 +436,7 @@ def rise(
     probability: float = 0.5,
     seed: int | None = None,
     baseline=0.0,
-    perturbations_per_eval: int = 16,
+    chunk_size: int | None = 16,
 ):
     """RISE: random masks averaged with the scores the masked inputs obtain.
 
@@ -459,7 +467,8 @@ def rise(
         seed: an int for reproducible masks, ``None`` for fresh ones.
         baseline: what hidden positions become (the paper: 0). A number or an
             array broadcastable to the inputs, as in :func:`occlusion`.
-        perturbations_per_eval: masked copies of each sample per forward pass.
+        chunk_size: masked copies of each sample per forward pass, or ``None``
+            for all of them at once (memory permitting).
 
     Returns:
         ``(scores, maps)``: the clean scores ``(batch, units)`` and the maps
@@ -477,12 +486,11 @@ def rise(
     inputs = as_inputs(inputs)
     indices = as_indices(indices)
     spatial = _spatial_shape(inputs, spatial_axis)
-    per_eval = _positive_int(perturbations_per_eval, "perturbations_per_eval")
     baseline = _baseline_tensor(baseline, inputs)
     grids, shifts = rise_grids(spatial, masks, cell_size, probability, seed)
     count, cells = len(grids), grids.shape[1:]
 
-    copies = min(per_eval, count)
+    copies = _copies_per_pass(chunk_size, count)
     num_chunks = -(-count // copies)
     padding = num_chunks * copies - count
     # Padding grids are all zero: their masks are zero and add nothing.
