@@ -390,6 +390,24 @@ def test_faster_scorecam_with_every_channel_is_scorecam(softmax):
     _assert_maps(_np(faster), _np(full))
 
 
+@pytest.mark.parametrize("softmax", ["channels", "classes", None])
+def test_scorecam_leaves_constant_channels_out(softmax):
+    """A dead ReLU channel (constant 0) has no mask: weight 0, outside the softmax."""
+    model = models.gap_dense_cnn()
+    features = _layer(model, "features")
+    bias = _np(features.bias)
+    bias[[0, 5]] = -100.0
+    features.bias.assign(bias.astype("float32"))
+    net = NumpyModel(model, "gap")
+    x = models.inputs(3)
+    units = UNITS["U=3"][:3]
+    act, _ = net.features(x)
+    assert (act[..., [0, 5]] == 0).all() and (act.max(axis=(1, 2)) > 0).sum() == 3 * 6
+    expected = np_scorecam(net, x, units, softmax=softmax)
+    _, maps = C.scorecam(model, x, units, softmax=softmax, chunk_size=3)
+    _assert_maps(_np(maps), expected)
+
+
 def test_ablationcam_chunk_size_and_skip_connection():
     """Chunks don't change the result; the skip connection keeps the original value."""
     model, net = _setup("residual")

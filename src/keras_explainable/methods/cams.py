@@ -275,7 +275,7 @@ def gradcampp(
     References:
         Chattopadhay, Sarkar, Howlader & Balasubramanian (2018). Grad-CAM++:
         Generalized Gradient-based Visual Explanations for Deep Convolutional
-        Networks. WACV. arXiv:1710.11063 (Eqs. 10, 19 for the closed form).
+        Networks. WACV. arXiv:1710.11063.
     """
     return _class_activation_map(
         model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, _gradcampp_weights
