@@ -408,3 +408,44 @@ def test_full_gradients_reject_mismatched_biases():
         ke.methods.gradient.full_gradients(
             exposed, x, np.array([[0]]), biases=[np.zeros(7), np.zeros(4)]
         )
+
+
+@pytest.mark.parametrize(
+    "builder", [models.nested_functional, models.nested_sequential, models.subclassed]
+)
+def test_full_gradients_of_nested_and_subclassed_models_equal_the_flat_model(builder):
+    x = models.inputs(2, seed=5)
+    units = np.array([[1, 4], [2, 0]])
+    _, expected = ke.methods.gradient.full_gradients(models.gap_dense_cnn(), x, units)
+    _, maps = ke.methods.gradient.full_gradients(builder(), x, units)
+    np.testing.assert_allclose(_np(maps), _np(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_full_gradients_of_a_1d_signal():
+    x_in = keras.Input((None, 3))
+    h = layers.Conv1D(4, 3, padding="same", activation="relu", name="c1")(x_in)
+    h = layers.MaxPooling1D(2, name="pool")(h)
+    h = layers.Conv1D(5, 3, padding="same", activation="relu", name="c2")(h)
+    h = layers.GlobalAveragePooling1D(name="gap")(h)
+    out = layers.Dense(4, name="logits")(h)
+    model = models.set_seeded_weights(keras.Model(x_in, out), seed=2)
+    x = np.random.default_rng(0).normal(size=(2, 16, 3)).astype("float32")
+    units = np.array([[1, 2], [0, 3]])
+    d = ke.methods.gradient.full_gradient_decomposition(model, x, units)
+    total = _np(d.input_term).sum(axis=(1, 2))
+    for term in d.bias_terms:
+        term = _np(term)
+        total = total + term.reshape(len(term), -1, term.shape[-1]).sum(axis=1)
+    np.testing.assert_allclose(total, _np(d.scores), rtol=1e-4, atol=1e-4)  # completeness
+
+    axes = (1, 2)
+    expected = _absolute_normalize(_np(d.input_term).astype(np.float64), axes).sum(axis=2)
+    expected += _absolute_normalize(_np(d.bias_terms[0]).astype(np.float64), axes).sum(axis=2)
+    small = _absolute_normalize(_np(d.bias_terms[1]).astype(np.float64), axes).sum(axis=2)
+    expected += np.einsum("Tt,btu->bTu", _linear_matrix(8, 16), small)
+    scores, maps = ke.explain(
+        ke.methods.gradient.full_gradients, model, x, units, verbose=0, spatial_axis=(-2,),
+        postprocessing=None, resizing=False,
+    )  # fmt: skip
+    assert maps.shape == (2, 16, 2)
+    np.testing.assert_allclose(maps, expected, rtol=1e-4, atol=1e-4)

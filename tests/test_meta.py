@@ -240,7 +240,7 @@ def _ones_method(model, inputs, indices=None, indices_axis=-1, indices_batch_dim
 SIGNALS = {
     "1d": ((3, 10, 3), (-2,)),
     "2d": ((3, 8, 10, 3), (-3, -2)),
-    "3d": ((2, 6, 8, 10, 3), (-4, -3, -2)),
+    "3d": ((2, 4, 6, 8, 3), (-4, -3, -2)),
 }
 
 
