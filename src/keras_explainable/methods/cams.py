@@ -824,7 +824,8 @@ def ablationcam(
 
 
 for _method in (gradcampp, xgradcam, layercam, hirescam, eigencam, scorecam, ablationcam):
-    _method.__doc__ = _method.__doc__.replace("{args}", _ARGS_DOC)
+    if _method.__doc__:  # None under python -OO
+        _method.__doc__ = _method.__doc__.replace("{args}", _ARGS_DOC)
 del _method
 
 __all__ = [
