@@ -52,20 +52,47 @@ def partial_explain(method, **default_params):
 gradients = partial_explain(
     methods.gradient.gradients, postprocessing=filters.normalize, resizing=False
 )
-cam = partial_explain(methods.cams.cam, postprocessing=filters.positive_normalize, resizing=True)
-gradcam = partial_explain(
-    methods.cams.gradcam, postprocessing=filters.positive_normalize, resizing=True
+
+
+def _cam_shortcut(method):
+    # the seed's defaults for CAM methods: ReLU + min-max normalization, then resize
+    return partial_explain(method, postprocessing=filters.positive_normalize, resizing=True)
+
+
+cam = _cam_shortcut(methods.cams.cam)
+gradcam = _cam_shortcut(methods.cams.gradcam)
+gradcampp = _cam_shortcut(methods.cams.gradcampp)
+xgradcam = _cam_shortcut(methods.cams.xgradcam)
+layercam = _cam_shortcut(methods.cams.layercam)
+hirescam = _cam_shortcut(methods.cams.hirescam)
+eigencam = _cam_shortcut(methods.cams.eigencam)
+scorecam = _cam_shortcut(methods.cams.scorecam)
+ablationcam = _cam_shortcut(methods.cams.ablationcam)
+
+# perturbation maps are already at the input's resolution
+occlusion = partial_explain(
+    methods.perturbation.occlusion, postprocessing=filters.normalize, resizing=False
 )
+rise = partial_explain(methods.perturbation.rise, postprocessing=filters.normalize, resizing=False)
 
 __all__ = [
+    "ablationcam",
     "backend",
     "cam",
+    "eigencam",
     "explain",
     "explain_step",
     "filters",
     "gradcam",
+    "gradcampp",
     "gradients",
+    "hirescam",
     "inspection",
+    "layercam",
     "methods",
+    "occlusion",
     "partial_explain",
+    "rise",
+    "scorecam",
+    "xgradcam",
 ]

@@ -5,10 +5,15 @@ Every method has the signature
 spatial_axis=(-3, -2), **own_params) -> (scores, maps)``, works on one batch of
 tensors (numpy arrays are accepted) and is written with ``keras.ops`` only.
 
-- :mod:`.gradient` — gradient back-propagation (saliency).
-- :mod:`.cams` — class activation maps (CAM, Grad-CAM).
+- :mod:`.gradient` — gradient back-propagation (saliency), gradient x input,
+  integrated gradients, full-gradient.
+- :mod:`.cams` — class activation maps (CAM, Grad-CAM, Grad-CAM++, XGrad-CAM,
+  LayerCAM, HiResCAM, Eigen-CAM, Score-CAM, Ablation-CAM).
+- :mod:`.perturbation` — occlusion and RISE (forward passes only).
+- :mod:`.meta` — SmoothGrad (and VarGrad / SquareGrad) and test-time augmentation,
+  which wrap any of the above.
 """
 
-from . import cams, gradient
+from . import cams, gradient, meta, perturbation
 
-__all__ = ["cams", "gradient"]
+__all__ = ["cams", "gradient", "meta", "perturbation"]
