@@ -38,12 +38,33 @@ import argparse
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _thread_limit(argv):
+    """``--threads N`` must act before a framework starts its thread pools (at import)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--threads", type=int, default=None)
+    threads = parser.parse_known_args(argv)[0].threads
+    if threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+            os.environ[name] = str(threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+        if threads == 1:  # XLA:CPU has no thread-count flag, only "one thread or all"
+            flags = os.environ.get("XLA_FLAGS", "")
+            os.environ["XLA_FLAGS"] = (
+                f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            ).strip()
+    return threads
+
+
+THREADS = _thread_limit(sys.argv[1:])
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -52,6 +73,10 @@ from keras import ops  # noqa: E402
 import keras_explainable as ke  # noqa: E402
 
 BACKEND = keras.backend.backend()
+if THREADS and BACKEND == "torch":
+    import torch
+
+    torch.set_num_threads(THREADS)
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGETS = {"gradcam": 1.1, "gradients": 3.5}
 
@@ -59,7 +84,11 @@ TARGETS = {"gradcam": 1.1, "gradients": 3.5}
 # ----------------------------------------------------------------------------- models
 def build_model(name: str, seed: int):
     """The benchmarked model (random weights, nothing is downloaded) and its input size."""
-    keras.utils.set_random_seed(seed)
+    if BACKEND == "tensorflow":
+        keras.utils.set_random_seed(seed)
+    else:  # keras.utils.set_random_seed imports TensorFlow: seed what Keras draws from
+        random.seed(seed)  # Keras' unseeded initializers draw their seeds from here
+        np.random.seed(seed)
     if name == "resnet50v2":
         model = keras.applications.ResNet50V2(weights=None, classifier_activation=None)
         return model, 224
@@ -118,19 +147,22 @@ def native_input_gradient(model):
     return grad
 
 
-def forward_step(model):
+def forward_step(model, jit_compile=None):
     """One forward pass compiled the way ``ke.explain`` compiles its step."""
-    jit = BACKEND == "jax"  # the engine's default jit_compile
-    return ke.backend.compile(lambda x: ke.backend.forward(model, x)[0], model, jit_compile=jit)
+    if jit_compile is None:
+        jit_compile = BACKEND == "jax"  # the engine's default
+    return ke.backend.compile(
+        lambda x: ke.backend.forward(model, x)[0], model, jit_compile=jit_compile
+    )
 
 
-def cached_step(model, method, **params):
+def cached_step(model, method, jit_compile=None, **params):
     """The compiled step that ``ke.<method>`` cached (None if the engine changed)."""
     try:
         from keras_explainable.engine.explaining import get_step
 
         return get_step(
-            model, method, jit_compile=None, spatial_axis=ke.filters.SPATIAL_AXIS, **params
+            model, method, jit_compile=jit_compile, spatial_axis=ke.filters.SPATIAL_AXIS, **params
         )
     except Exception as error:  # an internal API: the benchmark must not depend on it
         print(f"(no direct step timing: {error})", file=sys.stderr)
@@ -145,20 +177,21 @@ def to_numpy(value):
 
 
 # ---------------------------------------------------------------------------- running
-def public_cases(model, x, y, batch):
+def public_cases(model, x, y, batch, jit_compile=None):
     """The reference and the two targets, through the public API."""
+    options = {} if jit_compile is None else {"jit_compile": jit_compile}
     return {
         "predict": lambda: model.predict(x, batch_size=batch, verbose=0),
-        "gradcam": lambda: ke.gradcam(model, x, y, batch_size=batch, verbose=0),
-        "gradients": lambda: ke.gradients(model, x, y, batch_size=batch, verbose=0),
+        "gradcam": lambda: ke.gradcam(model, x, y, batch_size=batch, verbose=0, **options),
+        "gradients": lambda: ke.gradients(model, x, y, batch_size=batch, verbose=0, **options),
     }
 
 
-def diagnostic_cases(model, x, y):
+def diagnostic_cases(model, x, y, jit_compile=None):
     """Lower-level cases; call after the public ones ran (their steps are then cached)."""
     xt = ops.convert_to_tensor(x)
     yt = ops.convert_to_tensor(y.reshape(len(y), -1).astype("int32"))
-    forward = forward_step(model)
+    forward = forward_step(model, jit_compile)
     native = native_input_gradient(model)
     cases = {
         "forward step": lambda: to_numpy(forward(xt)),
@@ -169,7 +202,9 @@ def diagnostic_cases(model, x, y):
         ("gradcam", ke.methods.cams.gradcam, ke.filters.positive_normalize, True),
         ("gradients", ke.methods.gradient.gradients, ke.filters.normalize, False),
     ):
-        step = cached_step(model, method, postprocessing=post, resizing=resizing)
+        step = cached_step(
+            model, method, jit_compile=jit_compile, postprocessing=post, resizing=resizing
+        )
         if step is not None:
             steps[name] = step
             cases[f"{name} step"] = lambda step=step: to_numpy(step(xt, yt))
@@ -210,7 +245,7 @@ def run(args):
 
     load_before = os.getloadavg()
     started = time.perf_counter()
-    cases = public_cases(model, x, y, args.batch)
+    cases = public_cases(model, x, y, args.batch, args.jit_compile)
     first = {}
 
     def first_calls(names):
@@ -221,7 +256,7 @@ def run(args):
     first_calls(list(cases))
     steps = {}
     if args.diagnostics:
-        extra, steps = diagnostic_cases(model, x, y)
+        extra, steps = diagnostic_cases(model, x, y, args.jit_compile)
         cases.update(extra)
         first_calls(list(extra))
     for _ in range(args.warmup - 1):
@@ -246,6 +281,7 @@ def run(args):
         "batch": args.batch,
         "input_size": size,
         "units_per_sample": args.units,
+        "jit_compile": args.jit_compile,
         "repeats": args.repeats,
         "warmup": args.warmup,
         "results": results,
@@ -257,6 +293,7 @@ def run(args):
             "python": platform.python_version(),
             "machine": platform.machine(),
             "cpus": os.cpu_count(),
+            "threads": THREADS,
             "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
             "loadavg_before": load_before,
             "loadavg_after": load_after,
@@ -277,12 +314,13 @@ def markdown(report) -> str:
     lines = [
         f"### {report['backend']} ({report['environment']['backend_version']}) — "
         f"{report['model']}, batch {report['batch']}, {report['input_size']}x"
-        f"{report['input_size']}x3, {units} unit{'s' if units > 1 else ''} per sample",
+        f"{report['input_size']}x3, {units} unit{'s' if units > 1 else ''} per sample"
+        + ("" if report["jit_compile"] is None else f", jit_compile={report['jit_compile']}"),
         "",
         f"median of {report['repeats']} interleaved rounds; load average "
         f"{report['environment']['loadavg_before'][0]:.2f} -> "
         f"{report['environment']['loadavg_after'][0]:.2f} on {report['environment']['cpus']} "
-        "CPUs",
+        f"CPUs; compute threads: {report['environment']['threads'] or 'default'}",
         "",
         "| case | first call (s) | median (s) | min-max (s) | IQR | x predict (min-max) | target |",
         "|---|---:|---:|---:|---:|---:|---|",
@@ -318,13 +356,26 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds (>= 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="limit the framework's compute threads (1 is steadier on a busy machine)",
+    )
+    parser.add_argument(
         "--no-diagnostics",
         dest="diagnostics",
         action="store_false",
         help="time only predict, gradcam and gradients",
     )
+    parser.add_argument(
+        "--jit-compile",
+        choices=("default", "on", "off"),
+        default="default",
+        help="jit_compile of our steps (default: the engine's, XLA on JAX only)",
+    )
     parser.add_argument("--results-dir", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
+    args.jit_compile = {"default": None, "on": True, "off": False}[args.jit_compile]
     if args.batch < 1 or args.repeats < 1 or args.warmup < 1 or args.units < 1:
         parser.error("--batch, --units, --repeats and --warmup must be >= 1")
 
@@ -342,6 +393,10 @@ def main(argv=None):
     stem = BACKEND if args.model == "resnet50v2" else f"{BACKEND}-{args.model}"
     if args.batch != 16 or args.units != 1:
         stem += f"-b{args.batch}-u{args.units}"
+    if args.threads:
+        stem += f"-t{args.threads}"
+    if args.jit_compile is not None:
+        stem += "-xla" if args.jit_compile else "-noxla"
     with open(os.path.join(args.results_dir, f"{stem}.json"), "w") as file:
         json.dump(report, file, indent=2)
     md_path = os.path.join(args.results_dir, f"{stem}.md")
