@@ -47,7 +47,7 @@ from .randomization import (
     spearman,
     ssim,
 )
-from .road import (
+from .remove_and_debias import (
     RoadCombined,
     RoadCurve,
     linear_imputation,
