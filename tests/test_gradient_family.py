@@ -7,8 +7,6 @@ backprop are written out in float64 numpy below, and the backprop itself is
 checked against central finite differences.
 """
 
-import functools
-
 import keras
 import numpy as np
 import pytest
@@ -243,20 +241,18 @@ def test_integrated_gradients_equal_numpy(units, rule, chunk_size, baseline):
     expected = _np_integrated_gradients(model, x, units, np_baseline, 8, rule)
     f = _np_forward(model, x)
     scores, maps = ke.methods.gradient.integrated_gradients(
-        model, x, units, baseline=baseline, steps=8, rule=rule, chunk_size=chunk_size
+        model, x, units, baseline=baseline, n_steps=8, rule=rule, chunk_size=chunk_size
     )
     assert _np(maps).shape == (3, H, W, units.shape[1])
     assert _relative_error(_np(maps), expected) < 1e-4
     np.testing.assert_allclose(_np(scores), _scores_at(f, units), rtol=1e-4, atol=1e-5)
 
-    method = functools.partial(
-        ke.methods.gradient.integrated_gradients,
-        baseline=baseline, steps=8, rule=rule, chunk_size=chunk_size,
-    )  # fmt: skip
     y = units[:, 0] if units.shape[1] == 1 else units
     scores, maps = ke.explain(
-        method, model, x, y, verbose=0, postprocessing=None, resizing=False, batch_size=2
-    )
+        ke.methods.gradient.integrated_gradients, model, x, y, verbose=0, postprocessing=None,
+        resizing=False, batch_size=2, baseline=baseline, n_steps=8, rule=rule,
+        chunk_size=chunk_size,
+    )  # fmt: skip
     assert _relative_error(maps, expected) < 1e-4
     np.testing.assert_allclose(scores, _scores_at(f, units), rtol=1e-4, atol=1e-5)
 
@@ -267,7 +263,7 @@ def test_integrated_gradients_completeness(baseline, rule):
     model = _fullgrad_cnn()
     x = models.inputs(3, seed=4)
     scores, maps = ke.methods.gradient.integrated_gradients(
-        model, x, UNITS_3, baseline=baseline, steps=256, rule=rule, chunk_size=64
+        model, x, UNITS_3, baseline=baseline, n_steps=256, rule=rule, chunk_size=64
     )
     at_baseline = _np_forward(model, np.full_like(x, 0.0 if baseline is None else baseline))
     expected = _np(scores) - _scores_at(at_baseline, UNITS_3)
@@ -278,7 +274,7 @@ def test_integrated_gradients_rejects_bad_parameters():
     model = _fullgrad_cnn()
     x = models.inputs(1)
     with pytest.raises(ValueError, match="steps"):
-        ke.methods.gradient.integrated_gradients(model, x, steps=0)
+        ke.methods.gradient.integrated_gradients(model, x, n_steps=0)
     with pytest.raises(ValueError, match="rule"):
         ke.methods.gradient.integrated_gradients(model, x, rule="simpson")
     with pytest.raises(ValueError, match="baseline"):

@@ -53,6 +53,23 @@ gradients = partial_explain(
     methods.gradient.gradients, postprocessing=filters.normalize, resizing=False
 )
 
+gradients_x_inputs = partial_explain(
+    methods.gradient.gradients_x_inputs, postprocessing=filters.absolute_normalize, resizing=False
+)
+integrated_gradients = partial_explain(
+    methods.gradient.integrated_gradients,
+    postprocessing=filters.absolute_normalize,
+    resizing=False,
+)
+full_gradients = partial_explain(
+    methods.gradient.full_gradients, postprocessing=filters.normalize, resizing=False
+)
+smoothgrad = partial_explain(
+    methods.meta.smooth(methods.gradient.gradients),
+    postprocessing=filters.normalize,
+    resizing=False,
+)
+
 
 def _cam_shortcut(method):
     # the seed's defaults for CAM methods: ReLU + min-max normalization, then resize
@@ -83,16 +100,20 @@ __all__ = [
     "explain",
     "explain_step",
     "filters",
+    "full_gradients",
     "gradcam",
     "gradcampp",
     "gradients",
+    "gradients_x_inputs",
     "hirescam",
     "inspection",
+    "integrated_gradients",
     "layercam",
     "methods",
     "occlusion",
     "partial_explain",
     "rise",
     "scorecam",
+    "smoothgrad",
     "xgradcam",
 ]

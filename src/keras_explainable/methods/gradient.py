@@ -203,25 +203,24 @@ def integrated_gradients(
     indices_batch_dims: int = -1,
     spatial_axis=SPATIAL_AXIS,
     baseline=None,
-    steps: int = 32,
+    n_steps: int = 32,
     rule: str = "midpoint",
     chunk_size: int | None = None,
 ):
     """Integrated Gradients: gradients averaged along the path from a baseline.
 
     ``IG_c(x) = (x_c - x'_c) * integral_0^1 d score / d x_c (x' + a (x - x')) da``,
-    the integral approximated with a Riemann ``rule`` over ``steps`` intervals
+    the integral approximated with a Riemann ``rule`` over ``n_steps`` intervals
     (see :func:`path_points`); ``map = sum_c IG_c`` (signed). By completeness
-    ``sum(map) ~= score(x) - score(x')``: raise ``steps`` until it holds to the
+    ``sum(map) ~= score(x) - score(x')``: raise ``n_steps`` until it holds to the
     precision you need.
 
     The path points are batched: ``chunk_size`` points of the whole batch go
     through one forward+backward pass (``chunk_size * batch`` rows); ``None``
     evaluates every point in a single pass (fastest, most memory).
 
-    Through :func:`ke.explain`, ``steps=`` is ``explain``'s own argument (the
-    number of dataset batches): bind this method's ``steps`` with
-    ``functools.partial(ke.methods.gradient.integrated_gradients, steps=64)``.
+    The step count is ``n_steps`` (as in captum), so that it passes through
+    :func:`ke.explain`, whose own ``steps`` counts dataset batches.
 
     Args:
         model: the model; when it has several outputs the first one is explained.
@@ -233,7 +232,7 @@ def integrated_gradients(
         baseline: the reference input ``x'``: ``None`` (zeros), a scalar, an
             array broadcastable to one sample, or one baseline per sample
             ``(batch, ...)`` (direct calls only: ``explain`` pads batches).
-        steps: the number of integration intervals.
+        n_steps: the number of integration intervals.
         rule: ``"midpoint"`` (default), ``"trapezoid"``, ``"left"`` or ``"right"``.
         chunk_size: path points per pass, or ``None`` for all of them.
 
@@ -243,13 +242,13 @@ def integrated_gradients(
 
     Example:
         >>> scores, maps = ke.methods.gradient.integrated_gradients(
-        ...     model, x, np.array([3, 1]), steps=64, chunk_size=16)
+        ...     model, x, np.array([3, 1]), n_steps=64, chunk_size=16)
 
     References:
         Sundararajan, Taly & Yan (2017). Axiomatic Attribution for Deep
         Networks. ICML. arXiv:1703.01365.
     """
-    alphas, weights = path_points(steps, rule)
+    alphas, weights = path_points(n_steps, rule)
     check_chunk_size(chunk_size)
     inputs = as_inputs(inputs)
     positive_axes(spatial_axis, len(inputs.shape))
