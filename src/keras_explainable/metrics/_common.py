@@ -144,6 +144,9 @@ def normalized_auc(curves) -> np.ndarray:
     Example:
         >>> ke.metrics.normalized_auc([1.0, 0.5, 0.0])
         0.5
+
+    References:
+        Petsiuk, Das & Saenko, "RISE", BMVC 2018 (evaluation code, ``auc``).
     """
     curves = np.asarray(curves, dtype=np.float64)
     if curves.ndim == 0 or curves.shape[-1] < 2:

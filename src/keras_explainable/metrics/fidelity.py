@@ -57,6 +57,12 @@ def gaussian_blur(x, kernel_size: int = BLUR_KERNEL, sigma: float = BLUR_SIGMA) 
 
     Returns:
         the blurred images, numpy ``(N, H, W, C)``.
+
+    Example:
+        >>> start = ke.metrics.gaussian_blur(x)  # insertion's starting image
+
+    References:
+        Petsiuk, Das & Saenko, "RISE", BMVC 2018 (``gkern(klen=11, nsig=5)``).
     """
     x = as_images(x)
     blurred = ops.image.gaussian_blur(

@@ -4,7 +4,7 @@
 - :func:`energy_pointing_game` (Wang et al., Score-CAM, CVPR workshops 2020).
 
 Ground truth is given as boxes ``(x_min, y_min, x_max, y_max)`` (inclusive
-pixel indices, see :mod:`keras_explainable.wsol`) or as bool masks.
+pixel indices, see :mod:`keras_explainable.metrics.boxes`) or as bool masks.
 No model is needed: these metrics read the maps only.
 """
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from ..engine.data import to_numpy
 from ._common import as_maps, normalize_maps, resize_maps
+from .boxes import as_box_lists, boxes_to_masks
 
 
 def _targets(maps, boxes, masks, image_size):
@@ -24,8 +25,6 @@ def _targets(maps, boxes, masks, image_size):
         raise ValueError("Pass exactly one of `boxes` (x_min, y_min, x_max, y_max) or `masks`.")
     maps = as_maps(maps, size=image_size)
     if boxes is not None:
-        from ..wsol import as_box_lists, boxes_to_masks
-
         return maps, boxes_to_masks(as_box_lists(boxes, len(maps)), maps.shape[1:])
     masks = to_numpy(masks)
     if masks.ndim == 4 and masks.shape[-1] == 1:

@@ -46,6 +46,10 @@ def spearman(a, b) -> np.ndarray:
 
     Example:
         >>> ke.metrics.spearman(maps, maps[:, ::-1])
+
+    References:
+        Spearman, "The Proof and Measurement of Association between Two Things", 1904;
+        used on saliency maps by Adebayo et al., NeurIPS 2018.
     """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
@@ -164,6 +168,19 @@ def randomization_layers(model) -> list[tuple[str, keras.layers.Layer]]:
 
     Nested models are unrolled; the order is the reverse of the models' own
     (topological) layer order, i.e. the cascading order of Adebayo et al.
+
+    Args:
+        model: a Keras model or an ``ExposedModel``.
+
+    Returns:
+        a list of ``(path, layer)``, ``path`` like ``"base/conv1"``.
+
+    Example:
+        >>> [path for path, _ in ke.metrics.randomization_layers(model)]
+        ['logits', 'features', 'conv1']
+
+    References:
+        Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018.
     """
     if isinstance(model, inspection.ExposedModel):
         model = model.explained_model

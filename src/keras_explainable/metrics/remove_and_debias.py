@@ -64,6 +64,13 @@ def linear_imputation(images, masks, tolerance: float = 1e-8, max_iterations=Non
         float64 ``(B, H, W, C)``: kept pixels unchanged, removed ones imputed. An
         image with every pixel removed has no kept pixel to interpolate and
         becomes zeros.
+
+    Example:
+        >>> filled = ke.metrics.linear_imputation(x, removed)  # removed: (B, H, W) bool
+
+    References:
+        Rong et al., "A Consistent and Efficient Evaluation Strategy for Attribution
+        Methods" (ROAD), ICML 2022.
     """
     images = np.asarray(images, dtype=np.float64)
     masks = np.asarray(masks, dtype=bool)
