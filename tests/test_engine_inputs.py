@@ -440,3 +440,16 @@ def test_model_copy_gives_same_result(model, x, units, reference):
     clone = keras.models.clone_model(model)
     clone.set_weights(copy.deepcopy(model.get_weights()))
     assert_same(ke.gradcam(clone, x, units, batch_size=BATCH, verbose=0), reference)
+
+
+def test_the_step_cache_does_not_keep_models_alive(x, units):
+    import gc
+    import weakref
+
+    model = models.gap_dense_cnn()
+    ke.gradcam(model, x, units, batch_size=BATCH, verbose=0)
+    assert gradcam_step(model).calls == 3
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None

@@ -81,7 +81,9 @@ class CompiledStep:
         self.calls = 0
         self.method = method
         self._params = params  # keeps objects keyed by id alive
-        self._model = model
+        # A weak reference: the cache is keyed (weakly) by the model, so a strong
+        # one here would keep every explained model alive forever.
+        self._model = weakref.ref(model)
         self._jit_compile = jit_compile
         # One compiled function per input signature: tf.function's relaxed
         # retracing would otherwise turn the units axis into `None` when a later
@@ -93,7 +95,7 @@ class CompiledStep:
     def _step(self, inputs, indices):
         self.traces += 1
         try:
-            return explain_step(self._model, self.method, inputs, indices, **self._params)
+            return explain_step(self._model(), self.method, inputs, indices, **self._params)
         except Exception as error:
             self._failure = error  # the original, before the framework wraps it
             raise
@@ -103,7 +105,7 @@ class CompiledStep:
         signature = (_signature(inputs), _signature(indices))
         run = self._compiled.get(signature)
         if run is None:
-            run = backend.compile(self._step, self._model, jit_compile=self._jit_compile)
+            run = backend.compile(self._step, self._model(), jit_compile=self._jit_compile)
             self._compiled[signature] = run
         self._failure = None
         try:
