@@ -1,0 +1,206 @@
+"""An HTML gallery of explanations: one picture per input, one overlay per class and method.
+
+:class:`Report` writes each input picture and its overlays as PNG files as they
+come (``images/`` and ``overlays/`` under the report's folder), then an
+``index.html`` that shows them with the class, its score, the method and the
+layer. The page is a single static file with relative links: open it in a
+browser, copy the folder anywhere, or attach it to a CI run.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from .explanation import Explanation
+
+__all__ = ["Report"]
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem; color: #222; background: #fafafa; }
+header dl { display: grid; grid-template-columns: max-content auto; gap: .2rem 1rem; }
+header dt { font-weight: 600; } header dd { margin: 0; }
+section { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: .8rem;
+          margin: 1rem 0; overflow-x: auto; }
+section h2 { font-size: 1.05rem; margin: 0 0 .6rem 0; }
+table { border-collapse: collapse; }
+th { text-align: left; vertical-align: middle; padding: .3rem .8rem .3rem 0; font-weight: 600;
+     white-space: nowrap; }
+th small { font-weight: 400; color: #666; }
+td { vertical-align: top; padding: .3rem; }
+figure { margin: 0; width: 168px; }
+figure img { width: 168px; height: auto; display: block; border-radius: 3px; }
+figcaption { font-size: .8rem; margin-top: .25rem; line-height: 1.25; }
+.score { color: #555; }
+footer { color: #777; font-size: .8rem; margin-top: 2rem; }
+"""
+
+
+def _slug(text: str) -> str:
+    """A file-name-safe version of ``text``."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    return slug[:60] or "image"
+
+
+def _thumbnail(picture: Image.Image, max_size: int) -> Image.Image:
+    if max(picture.size) <= max_size:
+        return picture
+    copy = picture.copy()
+    copy.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
+    return copy
+
+
+class Report:
+    """Collects explanations and writes them as PNG files plus an ``index.html`` gallery.
+
+    Args:
+        directory: the report's folder (created if needed).
+        title: the page title.
+        details: ``{label: value}`` lines shown at the top (model, preprocessing, ...).
+        max_size: the longest side of the written pictures, in pixels.
+
+    Example:
+        >>> report = ke.report.Report("out", title="My model")
+        >>> report.add("cat", [ke.explain_prediction(model, "cat.jpg", top_k=3)])
+        >>> report.write()
+        PosixPath('out/index.html')
+    """
+
+    def __init__(
+        self,
+        directory,
+        title: str = "keras-explainable report",
+        details: Mapping[str, str] | None = None,
+        max_size: int = 512,
+    ):
+        self.directory = Path(directory)
+        self.title = title
+        self.details = dict(details or {})
+        self.max_size = int(max_size)
+        self.files: list[Path] = []
+        self._entries: list[dict] = []
+        self._stems: set[str] = set()
+        for folder in ("images", "overlays"):
+            (self.directory / folder).mkdir(parents=True, exist_ok=True)
+
+    def _unique_stem(self, name: str) -> str:
+        stem, counter = _slug(name), 2
+        unique = stem
+        while unique in self._stems:
+            unique = f"{stem}_{counter}"
+            counter += 1
+        self._stems.add(unique)
+        return unique
+
+    def _save(self, picture: Image.Image, relative: str) -> str:
+        path = self.directory / relative
+        _thumbnail(picture, self.max_size).save(path, optimize=True)
+        self.files.append(path)
+        return relative
+
+    def add(self, name: str, explanations: Sequence[Explanation], source: str | None = None):
+        """Write one input's picture and overlays, and remember them for the page.
+
+        Args:
+            name: the input's name (e.g. its file name); made unique and file-safe.
+            explanations: the input's explanations, one per method (all of the
+                same picture).
+            source: where the input came from (shown under its name).
+
+        Returns:
+            the PNG paths written for this input.
+        """
+        if not explanations:
+            raise ValueError("`explanations` is empty: pass at least one Explanation.")
+        stem = self._unique_stem(Path(name).stem if "." in name else name)
+        before = len(self.files)
+        picture = explanations[0].image
+        rows = []
+        image = self._save(picture.convert("RGB"), f"images/{stem}.png")
+        for explanation in explanations:
+            cells = []
+            for rank, target in enumerate(explanation.targets):
+                relative = (
+                    f"overlays/{stem}__{explanation.method}__{rank + 1}_{_slug(target.label)}.png"
+                )
+                self._save(explanation.overlay(rank), relative)
+                cells.append({"file": relative, "target": target, "rank": rank + 1})
+            rows.append({"explanation": explanation, "cells": cells})
+        self._entries.append(
+            {"name": name, "source": source, "image": image, "size": picture.size, "rows": rows}
+        )
+        return self.files[before:]
+
+    def _entry_html(self, entry) -> str:
+        escape = html.escape
+        rows_html = []
+        for index, row in enumerate(entry["rows"]):
+            explanation = row["explanation"]
+            layer = (
+                f"<br><small>layer: {escape(explanation.layer)}</small>"
+                if explanation.layer
+                else ""
+            )
+            header = f"<th>{escape(explanation.method_title)}{layer}</th>"
+            cells = []
+            for cell in row["cells"]:
+                target = cell["target"]
+                alt = f"{explanation.method_title} for {target.label}"
+                cells.append(
+                    f'<td><figure><img src="{escape(cell["file"])}" alt="{escape(alt)}">'
+                    f"<figcaption>#{cell['rank']} <b>{escape(target.label)}</b>"
+                    f' <span class="score">(class {target.target})<br>score {target.score:.4g}'
+                    f" · p = {target.probability:.3f}</span></figcaption></figure></td>"
+                )
+            picture = ""
+            if index == 0:
+                width, height = entry["size"]
+                picture = (
+                    f'<td rowspan="{len(entry["rows"])}"><figure>'
+                    f'<img src="{escape(entry["image"])}" alt="input {escape(entry["name"])}">'
+                    f"<figcaption>input ({width}×{height})</figcaption></figure></td>"
+                )
+            rows_html.append(f"<tr>{picture}{header}{''.join(cells)}</tr>")
+        source = f'<p class="score">{escape(entry["source"])}</p>' if entry["source"] else ""
+        return (
+            f"<section><h2>{escape(entry['name'])}</h2>{source}"
+            f"<table>{''.join(rows_html)}</table></section>"
+        )
+
+    def html(self) -> str:
+        """The page's HTML."""
+        from . import __version__, backend
+
+        escape = html.escape
+        details = "".join(
+            f"<dt>{escape(str(k))}</dt><dd>{escape(str(v))}</dd>" for k, v in self.details.items()
+        )
+        body = "\n".join(self._entry_html(entry) for entry in self._entries)
+        return (
+            '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+            f"<title>{escape(self.title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
+            f"<header><h1>{escape(self.title)}</h1><dl>{details}</dl></header>\n<main>\n"
+            f"{body}\n</main>\n<footer>Made with keras-explainable {escape(__version__)} on the "
+            f"{escape(backend.NAME)} backend of Keras. Heatmaps: red = high, blue = low; the "
+            "score is the model's output for the class, p its softmax probability.</footer>\n"
+            "</body>\n</html>\n"
+        )
+
+    def write(self) -> Path:
+        """Write ``index.html`` (again, if called twice) and return its path."""
+        path = self.directory / "index.html"
+        path.write_text(self.html(), encoding="utf-8")
+        return path
+
+    def __len__(self):
+        return len(self._entries)
+
+    def __repr__(self):
+        return (
+            f"<Report {os.fspath(self.directory)!r}: {len(self)} inputs, {len(self.files)} files>"
+        )
