@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-from . import backend, filters, inspection, methods
+from . import backend, filters, inspection, methods, metrics, wsol
 from .engine import explain, explain_step
 
 __version__ = "0.1.0.dev0"
@@ -110,10 +110,12 @@ __all__ = [
     "integrated_gradients",
     "layercam",
     "methods",
+    "metrics",
     "occlusion",
     "partial_explain",
     "rise",
     "scorecam",
     "smoothgrad",
+    "wsol",
     "xgradcam",
 ]
