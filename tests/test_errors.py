@@ -350,3 +350,19 @@ def test_failed_call_leaves_model_usable(model, x, y):
     again = ke.gradcam(model, x, y, verbose=0)
     np.testing.assert_array_equal(again[0], expected[0])
     np.testing.assert_array_equal(again[1], expected[1])
+
+
+def test_endless_pydataset_needs_steps(model, x):
+    class Endless(keras.utils.PyDataset):
+        @property
+        def num_batches(self):
+            return None
+
+        def __getitem__(self, index):
+            return x[:2]
+
+    with _raises(ValueError, "Endless has no length", "pass `steps`"):
+        ke.gradcam(model, Endless(), verbose=0)
+    scores, maps = ke.gradcam(model, Endless(), steps=2, verbose=0)
+    expected = ke.gradcam(model, np.concatenate([x[:2], x[:2]]), batch_size=2, verbose=0)
+    np.testing.assert_allclose(maps, expected[1], rtol=1e-6, atol=1e-6)

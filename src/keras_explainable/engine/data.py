@@ -143,6 +143,11 @@ class Source:
         if isinstance(x, keras.utils.PyDataset):
             self._kind = "pydataset"
             length = x.num_batches
+            if length is None and steps is None:
+                raise ValueError(
+                    f"The {type(x).__name__} has no length (num_batches is None): pass `steps`, "
+                    "the number of batches to explain."
+                )
             self.num_batches = length if steps is None else min(length or steps, steps)
         elif is_tf_dataset(x):
             self._kind = "iterable"

@@ -89,7 +89,6 @@ class CompiledStep:
         # retracing would otherwise turn the units axis into `None` when a later
         # call has another shape, and methods need static shapes.
         self._compiled: dict = {}
-
         self._failure = None
 
     def _step(self, inputs, indices):
@@ -358,10 +357,14 @@ def explain(
             ``x`` or ``(x, units)``.
         y: the units to explain: ``(samples, units)`` integers, ``(samples,)``
             (one unit per sample) or ``None`` (every unit).
-        batch_size: samples per step (default 32 for arrays; for datasets, their
-            own batch size).
-        verbose: ``"auto"``/``1`` shows a ``keras.utils.Progbar``, ``0`` is silent.
-        steps: the number of batches to draw from a dataset or generator.
+        batch_size: samples per step (default 32 for arrays; for datasets, the
+            size of their first batch). A dataset batched otherwise is re-batched
+            to ``batch_size``, so every step but the last is full.
+        verbose: ``"auto"``/``1``/``2`` show a ``keras.utils.Progbar``, ``0`` is
+            silent.
+        steps: the number of batches to draw (from a dataset or generator: its
+            elements; from an array: batches of ``batch_size``). ``None`` draws
+            everything; an endless generator needs it.
         callbacks: Keras callbacks; their ``on_predict_begin/end`` and
             ``on_predict_batch_begin/end`` hooks are called (the batch logs hold
             ``"outputs": (scores, maps)``).
@@ -377,6 +380,15 @@ def explain(
     Returns:
         ``(scores, maps)`` numpy arrays: ``(samples, units)`` and
         ``(samples, *spatial, units)``.
+
+    Raises:
+        TypeError: ``method``/``model`` swapped or of the wrong kind; ``x`` or
+            ``y`` of the wrong type or dtype (non-integral ``y``, one-hot ``y``);
+            ``batch_size``/``steps`` that are not ints.
+        ValueError: inputs of the wrong rank or shape, empty or non-finite
+            inputs, ``y`` out of range or with the wrong number of rows, a model
+            that cannot run on ``x``. Errors raised by the method while the step
+            is traced are re-raised as they were, not wrapped by the framework.
 
     Example:
         >>> scores, maps = ke.explain(
