@@ -290,3 +290,10 @@ def test_ten_samples_in_batches_of_four_trace_the_step_once():
     # each padded row matches the unpadded computation
     single = ke.gradcam(model, x[8:], y[8:], batch_size=2, verbose=0)
     np.testing.assert_allclose(single[1], maps[8:], atol=1e-6)
+
+
+def test_a_flatten_straight_on_the_input_is_not_an_activation_to_explain():
+    x_in = keras.Input((6, 6, 1))
+    model = keras.Model(x_in, layers.Dense(3, name="out")(layers.Flatten(name="flat")(x_in)))
+    with pytest.raises(ValueError, match=r"no layer with a spatial output.*flat"):
+        ke.inspection.expose(model)

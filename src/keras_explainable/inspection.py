@@ -365,6 +365,16 @@ def _as_list(value) -> list:
     return [value]
 
 
+def _reads_model_inputs(model, layer) -> bool:
+    """Whether ``layer`` is applied straight to the model's input (no activation to explain)."""
+    try:
+        layer_input = layer.input
+        model_inputs = list(model.inputs or [])
+    except (AttributeError, ValueError):
+        return False
+    return any(layer_input is tensor for tensor in model_inputs)
+
+
 def default_activation_tap(model, input_shape=None) -> Tap:
     """The signal CAM methods explain by default.
 
@@ -380,7 +390,7 @@ def default_activation_tap(model, input_shape=None) -> Tap:
         pooling = get_global_pooling_layer(model)
     except ValueError:
         pooling = None
-    if pooling is not None:
+    if pooling is not None and not _reads_model_inputs(model, pooling):
         return Tap(pooling, path=_path_of(model, pooling), link="input")
     calls = trace_layer_calls(model, input_shape)
     rank = len(_dummy_batch(model, input_shape).shape)
