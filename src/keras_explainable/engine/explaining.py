@@ -244,16 +244,35 @@ def _check_inputs(model, shape: tuple, dtype, spatial_axis):
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+def _symbolic_outputs(model, sample: np.ndarray):
+    """The output spec of a built model, without running it (None if it can't tell).
+
+    An eager forward pass costs little on TF and torch but, on JAX, compiles every
+    op of the model one by one (seconds for a ResNet); shape inference is free.
+    """
+    spec = keras.KerasTensor((1,) + tuple(sample.shape[1:]), dtype=str(sample.dtype))
+    try:
+        return model.compute_output_spec(spec)
+    except Exception:
+        return None
+
+
 def _probe(model, sample: np.ndarray) -> int:
-    """Run one sample eagerly: builds an unbuilt model, returns the number of units."""
+    """The number of units the model outputs for samples like ``sample``.
+
+    Found symbolically when the model is built (free), else by running one
+    sample, which also builds an unbuilt model.
+    """
     key = tuple(sample.shape[1:])
     try:
         cached = _PROBES.setdefault(model, {})
     except TypeError:
         cached = {}
     if key not in cached:
+        outputs = _symbolic_outputs(model, sample) if model.built else None
         try:
-            outputs, _ = backend.forward(model, sample[:1])
+            if outputs is None:  # unbuilt or not traceable symbolically: run one sample
+                outputs, _ = backend.forward(model, sample[:1])
         except Exception as error:  # the framework's message, with our context first
             detail = _ANSI.sub("", str(error)).strip()
             raise ValueError(
