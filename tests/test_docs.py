@@ -216,3 +216,31 @@ def test_relative_links_resolve():
     for page in PAGES:
         for target in link.findall(page.read_text(encoding="utf-8")):
             assert (page.parent / target).exists(), f"{page.name} links a missing file: {target}"
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors of a page (lower case, punctuation dropped, repeats numbered)."""
+    seen: dict[str, int] = {}
+    anchors = set()
+    inside_fence = False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if _FENCE.match(line):
+            inside_fence = not inside_fence
+        heading = re.match(r"#{1,6} (.+)", line)
+        if inside_fence or heading is None:
+            continue
+        text = heading[1].strip().lower()
+        slug = re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+        count = seen.get(slug, 0)
+        seen[slug] = count + 1
+        anchors.add(slug if count == 0 else f"{slug}-{count}")
+    return anchors
+
+
+def test_anchors_resolve():
+    link = re.compile(r"\]\((?!https?://|mailto:)([^)#\s]*)#([^)\s]+)\)")
+    for page in PAGES:
+        for target, anchor in link.findall(page.read_text(encoding="utf-8")):
+            linked = (page.parent / target) if target else page
+            missing = f"{page.name} links a missing anchor: {target}#{anchor}"
+            assert anchor in _anchors(linked), missing
