@@ -28,6 +28,16 @@ are checked on it) next to the ratio of the fastest times (the least disturbed b
 other load). On a busy machine, ``--threads 1`` gives much steadier numbers (PyTorch's
 OpenMP threads degrade badly when the cores are oversubscribed).
 
+``--methods all`` times every shortcut of the package instead (``ke.gradients``,
+``gradients_x_inputs``, ``integrated_gradients`` with ``n_steps=16``, ``full_gradients``,
+SmoothGrad with 8 repetitions, ``cam``, ``gradcam``, ``gradcampp``, ``xgradcam``,
+``layercam``, ``hirescam``, ``eigencam``, ``scorecam``, ``ablationcam``, ``occlusion``,
+``rise`` with 256 masks), each as a ratio to ``predict``, and the perturbation methods also
+against their LIMIT: the ``ceil(N / chunk_size)`` forward passes of ``batch * chunk_size``
+inputs they cannot avoid (``N``: the masks, channels or windows per sample), timed with the
+compiled forward step. Its defaults are ``--model small --batch 8``: Score-CAM on ResNet50V2
+at 224 px runs 2048 forward passes per sample (hours on a small CPU).
+
 The results go to ``benchmarks/results/<backend>[-<model>].json`` and ``.md``.
 
 ``TF_ENABLE_ONEDNN_OPTS`` defaults to ``0`` here as in the test-suite (TF 2.21 crashes in
@@ -82,6 +92,10 @@ if THREADS and BACKEND == "torch":
     torch.set_num_threads(THREADS)
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGETS = {"gradcam": 1.1, "gradients": 3.5}
+# Perturbation methods against the forward passes they cannot avoid (see ``limit_cases``).
+LIMIT_TARGETS = {"scorecam": 1.2, "ablationcam": 1.2}
+CHUNK_SIZES = {"scorecam": 8, "ablationcam": 8, "occlusion": 16, "rise": 16}
+RISE_MASKS = 256
 
 
 # ----------------------------------------------------------------------------- models
@@ -190,6 +204,102 @@ def public_cases(model, x, y, batch, jit_compile=None):
     }
 
 
+def all_cases(model, x, y, batch, jit_compile=None):
+    """Every shortcut of the package (``--methods all``), through the public API."""
+    options = {"batch_size": batch, "verbose": 0}
+    if jit_compile is not None:
+        options["jit_compile"] = jit_compile
+    smoothgrad = ke.partial_explain(  # ke.smoothgrad with 8 repetitions instead of 20
+        ke.methods.meta.smooth(ke.methods.gradient.gradients, repetitions=8, seed=0),
+        postprocessing=ke.filters.normalize,
+        resizing=False,
+    )
+    chunk = CHUNK_SIZES
+    specs = [
+        ("gradients", ke.gradients, {}),
+        ("gradients_x_inputs", ke.gradients_x_inputs, {}),
+        ("integrated_gradients", ke.integrated_gradients, {"n_steps": 16}),
+        ("full_gradients", ke.full_gradients, {}),
+        ("smoothgrad", smoothgrad, {}),
+        ("cam", ke.cam, {}),
+        ("gradcam", ke.gradcam, {}),
+        ("gradcampp", ke.gradcampp, {}),
+        ("xgradcam", ke.xgradcam, {}),
+        ("layercam", ke.layercam, {}),
+        ("hirescam", ke.hirescam, {}),
+        ("eigencam", ke.eigencam, {}),
+        ("scorecam", ke.scorecam, {"chunk_size": chunk["scorecam"]}),
+        ("ablationcam", ke.ablationcam, {"chunk_size": chunk["ablationcam"]}),
+        ("occlusion", ke.occlusion, {"chunk_size": chunk["occlusion"]}),
+        ("rise", ke.rise, {"masks": RISE_MASKS, "seed": 0, "chunk_size": chunk["rise"]}),
+    ]
+    cases = {"predict": lambda: model.predict(x, batch_size=batch, verbose=0)}
+    for name, shortcut, params in specs:
+        cases[name] = lambda f=shortcut, p=params: f(model, x, y, **options, **p)
+    return cases
+
+
+def _fit_step_cache(size):
+    """Let the engine keep one compiled step per timed method.
+
+    ``ke.explain`` keeps the last few compiled steps of each model (an LRU cache); with
+    more methods than that, interleaved rounds would evict and recompile every step on
+    every call and time compilation instead of explaining. An internal setting: if it
+    is gone, the run goes on (and the first-call column tells whether steps recompile).
+    """
+    try:
+        from keras_explainable.engine import explaining
+
+        if explaining._CACHE_SIZE < size:
+            print(f"  (engine step cache {explaining._CACHE_SIZE} -> {size} for this run)")
+            explaining._CACHE_SIZE = size
+    except (ImportError, AttributeError) as error:
+        print(f"(could not enlarge the step cache: {error})", file=sys.stderr)
+
+
+def perturbations_per_sample(model, x):
+    """How many perturbed forward passes per sample each perturbation method needs."""
+    taps = ke.inspection.activation_taps(model, x.shape[1:])
+    _, values = ke.backend.forward(model, ops.convert_to_tensor(x[:1]), taps)
+    channels = int(values[0].shape[-1])  # Score-CAM / Ablation-CAM: one per channel
+    windows = ke.methods.perturbation.occlusion_windows(x.shape[1:-1])
+    return {
+        "scorecam": channels,
+        "ablationcam": channels,
+        "occlusion": int(np.prod([len(w) for w in windows])),
+        "rise": RISE_MASKS,
+    }
+
+
+def limit_cases(model, x, jit_compile=None):
+    """The forward passes a perturbation method cannot avoid, compiled like our step.
+
+    For ``N`` perturbations per sample at ``chunk_size`` per pass: ``ceil(N / chunk_size)``
+    calls of the compiled forward step on ``batch * chunk_size`` inputs (the method pads N
+    to whole chunks too). Returns ``(cases, limits)``: the timed cases and, for each method,
+    the name of its limit case and how it was counted.
+    """
+    forward = forward_step(model, jit_compile)
+    counts = perturbations_per_sample(model, x)
+    cases, limits = {}, {}
+    for method, count in counts.items():
+        chunk = min(CHUNK_SIZES[method], count)
+        passes = -(-count // chunk)
+        rows = len(x) * chunk
+        name = f"limit {passes} x fwd({rows})"
+        if name not in cases:
+            masked = ops.convert_to_tensor(np.repeat(x, chunk, axis=0))
+
+            def run(masked=masked, passes=passes):
+                for _ in range(passes):
+                    out = forward(masked)
+                return to_numpy(out)
+
+            cases[name] = run
+        limits[method] = {"case": name, "perturbations": count, "chunk": chunk, "passes": passes}
+    return cases, limits
+
+
 def diagnostic_cases(model, x, y, jit_compile=None):
     """Lower-level cases; call after the public ones ran (their steps are then cached)."""
     xt = ops.convert_to_tensor(x)
@@ -248,7 +358,11 @@ def run(args):
 
     load_before = os.getloadavg()
     started = time.perf_counter()
-    cases = public_cases(model, x, y, args.batch, args.jit_compile)
+    if args.methods == "all":
+        cases = all_cases(model, x, y, args.batch, args.jit_compile)
+        _fit_step_cache(len(cases) + 4)
+    else:
+        cases = public_cases(model, x, y, args.batch, args.jit_compile)
     first = {}
 
     def first_calls(names):
@@ -260,6 +374,11 @@ def run(args):
     steps = {}
     if args.diagnostics:
         extra, steps = diagnostic_cases(model, x, y, args.jit_compile)
+        cases.update(extra)
+        first_calls(list(extra))
+    limits = {}
+    if args.methods == "all":
+        extra, limits = limit_cases(model, x, args.jit_compile)
         cases.update(extra)
         first_calls(list(extra))
     for _ in range(args.warmup - 1):
@@ -278,11 +397,19 @@ def run(args):
         ratios = [t / p for t, p in zip(values, times["predict"])]
         results[name] = summarize(values, None if name == "predict" else ratios)
         results[name]["first_call_s"] = first[name]
+    for method, limit in limits.items():
+        ratios = [t / b for t, b in zip(times[method], times[limit["case"]])]
+        limit["ratio_median"] = statistics.median(ratios)
+        limit["ratio_min"] = min(ratios)
+        limit["ratio_max"] = max(ratios)
+        limit["ratio_best"] = results[method]["min_s"] / results[limit["case"]]["min_s"]
+        limit["ratios"] = ratios
     return {
         "backend": BACKEND,
         "model": args.model,
         "batch": args.batch,
         "input_size": size,
+        "methods": args.methods,
         "units_per_sample": args.units,
         "jit_compile": args.jit_compile,
         "repeats": args.repeats,
@@ -290,6 +417,8 @@ def run(args):
         "results": results,
         "traces": {name: {"traces": s.traces, "calls": s.calls} for name, s in steps.items()},
         "targets": TARGETS,
+        "limits": limits,
+        "limit_targets": LIMIT_TARGETS,
         "environment": {
             "keras": keras.__version__,
             "backend_version": _backend_version(),
@@ -349,6 +478,30 @@ def markdown(report) -> str:
         "x predict: median of the per-round ratios (the target is checked on it); best: "
         "fastest time / fastest predict (the least disturbed by other load).",
     ]
+    limits = report.get("limits") or {}
+    if limits:
+        lines += [
+            "",
+            "Perturbation methods against their limit: the forward passes they cannot avoid, "
+            "ceil(N / chunk) passes of batch x chunk inputs through the compiled forward step "
+            "(N perturbations per sample).",
+            "",
+            "| method | N | chunk | limit case | median (s) | limit median (s) "
+            "| x limit (min-max) | x limit (best) | target |",
+            "|---|---:|---:|---|---:|---:|---:|---:|---|",
+        ]
+        for method, limit in limits.items():
+            target = LIMIT_TARGETS.get(method)
+            verdict = ""
+            if target is not None:
+                ok = limit["ratio_median"] <= target
+                verdict = f"<= {target} " + ("ok" if ok else "**missed**")
+            lines.append(
+                f"| {method} | {limit['perturbations']} | {limit['chunk']} | {limit['case']} | "
+                f"{r[method]['median_s']:.3f} | {r[limit['case']]['median_s']:.3f} | "
+                f"{limit['ratio_median']:.2f} ({limit['ratio_min']:.2f}-"
+                f"{limit['ratio_max']:.2f}) | {limit['ratio_best']:.2f} | {verdict} |"
+            )
     if report["traces"]:
         traced = ", ".join(
             f"{n}: {t['traces']} trace(s) / {t['calls']} calls" for n, t in report["traces"].items()
@@ -359,8 +512,22 @@ def markdown(report) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", choices=("resnet50v2", "small"), default="resnet50v2")
-    parser.add_argument("--batch", type=int, default=16, help="samples (one batch)")
+    parser.add_argument(
+        "--methods",
+        choices=("core", "all"),
+        default="core",
+        help="core: predict, gradcam, gradients (+ diagnostics); all: every shortcut, and the "
+        "perturbation methods against their limit",
+    )
+    parser.add_argument(
+        "--model",
+        choices=("resnet50v2", "small"),
+        default=None,
+        help="default: resnet50v2 for --methods core, small for --methods all",
+    )
+    parser.add_argument(
+        "--batch", type=int, default=None, help="samples (one batch); default 16 (8 for all)"
+    )
     parser.add_argument("--units", type=int, default=1, help="explained units per sample")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds (>= 1)")
@@ -386,12 +553,16 @@ def main(argv=None):
     parser.add_argument("--results-dir", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     args.jit_compile = {"default": None, "on": True, "off": False}[args.jit_compile]
+    if args.model is None:
+        args.model = "small" if args.methods == "all" else "resnet50v2"
+    if args.batch is None:
+        args.batch = 8 if args.methods == "all" else 16
     if args.batch < 1 or args.repeats < 1 or args.warmup < 1 or args.units < 1:
         parser.error("--batch, --units, --repeats and --warmup must be >= 1")
 
     print(
-        f"backend={BACKEND} model={args.model} batch={args.batch} units={args.units} "
-        f"repeats={args.repeats}",
+        f"backend={BACKEND} model={args.model} methods={args.methods} batch={args.batch} "
+        f"units={args.units} repeats={args.repeats}",
         flush=True,
     )
     report = run(args)
@@ -407,6 +578,8 @@ def main(argv=None):
         stem += f"-t{args.threads}"
     if args.jit_compile is not None:
         stem += "-xla" if args.jit_compile else "-noxla"
+    if args.methods == "all":
+        stem += "-all"
     with open(os.path.join(args.results_dir, f"{stem}.json"), "w") as file:
         json.dump(report, file, indent=2)
     md_path = os.path.join(args.results_dir, f"{stem}.md")
