@@ -2,6 +2,7 @@
 # Run benchmarks/benchmark.py on TensorFlow, JAX and PyTorch, one after the other, each in
 # its own process, and merge their Markdown tables into benchmarks/results/table.md.
 # Extra arguments go to every run, e.g.:  benchmarks/run_all.sh --model small --repeats 9
+# or, for every method (small model, batch 8):  benchmarks/run_all.sh --methods all --threads 1
 # PYTHON picks the interpreter (default: /work/venv/bin/python if present, else python).
 set -euo pipefail
 
