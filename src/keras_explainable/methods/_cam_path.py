@@ -1,0 +1,121 @@
+"""The one path every CAM method shares (see :mod:`.cams` for the methods).
+
+Record the activations ``A`` of the explained layer (and, for gradient methods,
+``d score / d A``), let the method's weighting rule turn them into weights, and
+combine ``sum_k w_k A^k``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from keras import ops
+
+from .. import backend, inspection
+from ._common import as_indices, as_inputs, positive_axes, unit_selector
+
+
+def _single_activation(model, inputs):
+    taps = inspection.activation_taps(model, input_shape=tuple(inputs.shape))
+    if len(taps) != 1:
+        raise ValueError(
+            f"CAM methods explain one intermediate signal; the model exposes {len(taps)} "
+            f"({', '.join(t.name for t in taps)}). Expose a single one."
+        )
+    return taps
+
+
+def _spatial_activation_axes(activations, spatial_axis):
+    rank = len(activations.shape)
+    if rank < 3:
+        raise ValueError(
+            f"The explained activation has shape {tuple(activations.shape)}: it has no spatial "
+            "axes. Expose a convolutional (spatial) layer instead."
+        )
+    return positive_axes(spatial_axis, rank)
+
+
+class _Signal(NamedTuple):
+    """What a weighting rule may look at (all tensors hold one batch)."""
+
+    model: Any
+    inputs: Any  # (batch, *spatial, channels)
+    taps: tuple  # the single tap whose output is ``activations``
+    scores: Any  # (batch, units): the explained units' scores on ``inputs``
+    activations: Any  # (batch, *activation_spatial, K)
+    gradients: Any  # (batch, *activation_spatial, K, units), or None
+    axes: tuple  # the spatial axes of ``activations`` (positive)
+    spatial_axis: Any  # as the caller gave it
+    indices: Any
+    indices_axis: int
+    indices_batch_dims: int
+
+    @property
+    def units(self) -> int:
+        return int(self.scores.shape[-1])
+
+
+def _class_activation_map(
+    model,
+    inputs,
+    indices,
+    indices_axis,
+    indices_batch_dims,
+    spatial_axis,
+    weigh: Callable[[_Signal], Any],
+    gradients: bool = True,
+):
+    """The one CAM path: record ``A`` (and ``g``), weigh, combine.
+
+    ``weigh(signal)`` returns the weights, or ``(weights, activations)`` when
+    the map combines other activations than the recorded ones (a subset of
+    channels, centred activations).
+    """
+    inputs = as_inputs(inputs)
+    indices = as_indices(indices)
+    taps = _single_activation(model, inputs)
+    select = unit_selector(indices, indices_axis, indices_batch_dims)
+    if gradients:
+        result = backend.value_and_gradients(model, inputs, select, taps=taps, differentiate=(0,))
+        scores, activations, grads = result.scores, result.tap_values[0], result.tap_gradients[0]
+    else:
+        outputs, values = backend.forward(model, inputs, taps=taps)
+        scores, activations, grads = select(outputs, values), values[0], None
+    axes = _spatial_activation_axes(activations, spatial_axis)
+    signal = _Signal(
+        model, inputs, tuple(taps), scores, activations, grads, axes, spatial_axis,
+        indices, indices_axis, indices_batch_dims,
+    )  # fmt: skip
+    weights = weigh(signal)
+    if isinstance(weights, tuple):
+        weights, activations = weights
+    return scores, combine(activations, weights)
+
+
+def combine(activations, weights):
+    """Weighted sum of the channels of ``activations``, one map per unit.
+
+    Args:
+        activations: ``(batch, *spatial, channels)``.
+        weights: channel weights ``(batch, channels, units)``, or position-wise
+            weights ``(batch, *spatial, channels, units)``.
+
+    Returns:
+        ``sum_k weights[..., k, u] * activations[..., k]``, shaped
+        ``(batch, *spatial, units)``.
+    """
+    weights = ops.cast(weights, activations.dtype)
+    if len(weights.shape) == len(activations.shape) + 1:  # position-wise
+        return ops.sum(ops.expand_dims(activations, -1) * weights, axis=-2)
+    shape = ops.shape(activations)
+    flat = ops.reshape(activations, (shape[0], -1, shape[-1]))
+    maps = ops.matmul(flat, weights)
+    return ops.reshape(maps, tuple(shape[:-1]) + (ops.shape(weights)[-1],))
+
+
+def _safe_divide(numerator, denominator, otherwise=0.0):
+    """``numerator / denominator`` where ``denominator != 0``, else ``otherwise``."""
+    nonzero = ops.not_equal(denominator, 0)
+    quotient = numerator / ops.where(nonzero, denominator, ops.ones_like(denominator))
+    return ops.where(nonzero, quotient, otherwise)
