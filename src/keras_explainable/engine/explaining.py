@@ -19,7 +19,7 @@ from ..methods._common import positive_axes
 from ..resizing import resize
 from .data import Source, pad_to
 
-_CACHE_SIZE = 8
+_CACHE_SIZE = 32  # compiled steps kept per model: room to loop over every method
 _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
