@@ -140,6 +140,17 @@ def test_expose_picks_the_nth_call_of_a_shared_layer():
     expected1 = models.np_conv_same(np.tanh(expected0), kernel, bias)
     np.testing.assert_allclose(_np(a0), expected0, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(_np(a1), expected1, rtol=1e-4, atol=1e-5)
+    for last in ("last", -1):
+        _, a_last = ke.inspection.expose(model, {"name": "shared", "node": last})(x)
+        np.testing.assert_allclose(_np(a_last), expected1, rtol=1e-4, atol=1e-5)
+
+
+def test_expose_asks_for_a_built_model():
+    model = keras.Sequential(
+        [layers.Conv2D(2, 3), layers.GlobalAveragePooling2D(), layers.Dense(2)]
+    )
+    with pytest.raises(ValueError, match="not built yet.*build"):
+        ke.inspection.expose(model)
 
 
 def test_expose_explains_bad_descriptors():

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 
-from . import backend, filters, inspection, methods, metrics, wsol
+from . import backend, filters, inspection, methods, metrics, utils, wsol
 from .engine import explain, explain_step
+from .explanation import Explanation, explain_prediction
 
 __version__ = "0.1.0.dev0"
 
@@ -93,6 +94,9 @@ occlusion = partial_explain(
 rise = partial_explain(methods.perturbation.rise, postprocessing=filters.normalize, resizing=False)
 
 __all__ = [
+    "Explanation",
+    "explain_prediction",
+    "utils",
     "ablationcam",
     "backend",
     "cam",

@@ -314,9 +314,9 @@ def _descriptor_to_tap(model, descriptor, role: str) -> Tap:
     Descriptors: an int (index in ``model.layers``), a name, a path tuple, a
     layer, or a dict with ``name``/``layer``, ``link`` (``"output"`` or
     ``"input"``) and ``node`` (which call of the layer during one forward pass;
-    ``0`` or ``"last"`` for a layer called once).
+    ``"last"`` or ``-1`` for its last call, found by running the model once).
     """
-    link, node = "output", 0
+    link, node, last = "output", 0, False
     if isinstance(descriptor, dict):
         unknown = set(descriptor) - {"name", "layer", "link", "node"}
         if unknown or not ({"name", "layer"} & set(descriptor)):
@@ -326,8 +326,9 @@ def _descriptor_to_tap(model, descriptor, role: str) -> Tap:
             )
         link = descriptor.get("link", "output")
         node = descriptor.get("node", 0)
-        if node == "last" or node == -1:
-            node = 0
+        last = node == "last" or node == -1
+        if last:
+            node = 0  # resolved below, once the layer is known
         if not isinstance(node, int) or node < 0:
             raise ValueError(f"A descriptor's 'node' is a call index >= 0, not {node!r}.")
         descriptor = descriptor["layer"] if "layer" in descriptor else descriptor["name"]
@@ -354,6 +355,9 @@ def _descriptor_to_tap(model, descriptor, role: str) -> Tap:
         )
     if link not in ("output", "input"):
         raise ValueError(f"A descriptor's 'link' is 'output' or 'input', not {link!r}.")
+    if last:
+        calls = [c for c in trace_layer_calls(model) if c["layer"] is layer]
+        node = max(len(calls) - 1, 0)
     return Tap(layer, call_index=node, path=_path_of(model, layer), link=link)
 
 
@@ -444,6 +448,11 @@ def expose(model, arguments=None, outputs=None, input_shape=None) -> ExposedMode
         model = model.explained_model
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(f"expose() takes a keras.Model, not {type(model).__name__}.")
+    if not model.built:
+        raise ValueError(
+            f"'{model.name}' is not built yet, so its layers have no weights to look at. Build "
+            "it first: call it once on a batch, or `model.build((None, *input_shape))`."
+        )
     if outputs is None:
         try:
             logits = Tap(get_logits_layer(model), path=())
