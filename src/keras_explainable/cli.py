@@ -40,6 +40,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -110,11 +111,14 @@ def load_model(spec: str):
             EXIT_MODEL,
         )
     if path.exists():
+        _check_model_file(path)
         try:
-            model = keras.saving.load_model(path, compile=False, safe_mode=True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = keras.saving.load_model(path, compile=False, safe_mode=True)
         except Exception as error:  # noqa: BLE001 - any failure means "not loadable"
             raise CommandError(
-                f"{spec} is not a Keras model that can be loaded (.keras or .h5 expected): "
+                f"{spec} is not a Keras model that can be loaded: "
                 f"{type(error).__name__}: {_one_line(error)}",
                 EXIT_MODEL,
             ) from None
@@ -134,10 +138,9 @@ def load_model(spec: str):
         )
     constructor = applications[key]
     try:
-        try:
-            model = constructor(weights="imagenet", classifier_activation=None)
-        except TypeError:  # applications without that argument
-            model = constructor(weights="imagenet")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "weights for input shape (224, 224)"
+            model = _build_application(constructor)
     except Exception as error:  # noqa: BLE001 - mostly a failed download
         raise CommandError(
             f"Could not load {constructor.__name__} with its ImageNet weights "
@@ -152,6 +155,40 @@ def load_model(spec: str):
     if preprocess_input is not None:
         preprocessing = lambda pixels: preprocess_input(np.array(pixels, np.float32))  # noqa: E731
     return model, preprocessing, _imagenet_class_names()
+
+
+def _build_application(constructor):
+    try:
+        return constructor(weights="imagenet", classifier_activation=None)
+    except TypeError:  # applications without that argument
+        return constructor(weights="imagenet")
+
+
+def _check_model_file(path: Path) -> None:
+    """Reject files that cannot be Keras models before Keras gives a confusing message."""
+    import zipfile
+
+    suffix = path.suffix.lower()
+    if suffix not in _MODEL_SUFFIXES:
+        raise CommandError(
+            f"{path} is not a Keras model file: expected a .keras or .h5 file, got "
+            f"{suffix or 'a file without extension'}.",
+            EXIT_MODEL,
+        )
+    with open(path, "rb") as file:
+        head = file.read(8)
+    if suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise CommandError(
+            f"{path} is not a Keras model: a .keras file is a zip archive, and this one is not "
+            "(damaged, or another format renamed).",
+            EXIT_MODEL,
+        )
+    if suffix in (".h5", ".hdf5") and head != b"\x89HDF\r\n\x1a\n":
+        raise CommandError(
+            f"{path} is not a Keras model: it is not an HDF5 file (damaged, or another format "
+            "renamed).",
+            EXIT_MODEL,
+        )
 
 
 def _imagenet_class_names():

@@ -188,7 +188,8 @@ def get_method(name: str) -> MethodInfo:
     key = _ALIASES.get(key, key)
     if key in METHODS:
         return METHODS[key]
-    close = difflib.get_close_matches(key, [*METHODS, *_ALIASES], n=3, cutoff=0.6)
+    close = difflib.get_close_matches(key, [*METHODS, *_ALIASES], n=6, cutoff=0.6)
+    close = list(dict.fromkeys(_ALIASES.get(c, c) for c in close))[:3]
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"Unknown method {name!r}.{hint} Known methods: {', '.join(METHODS)}.")
 
@@ -337,14 +338,19 @@ class Explanation:
 _EXPOSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+_UNCACHEABLE = object()
+
+
 def _layer_key(layer):
-    if layer is None or isinstance(layer, (str, int)):
+    if layer is None:
+        return ("automatic",)
+    if isinstance(layer, (str, int)):
         return layer
     if isinstance(layer, (tuple, list)):
         return tuple(layer)
     if isinstance(layer, keras.layers.Layer):
         return ("layer", id(layer))
-    return None  # dicts and other descriptors: not cached
+    return _UNCACHEABLE  # dicts and other descriptors
 
 
 def _resolve_layer_name(model, layer):
@@ -372,11 +378,11 @@ def _expose(model, layer, input_shape):
         cache = _EXPOSED.setdefault(model, {})
     except TypeError:
         cache = {}
-    if key is None or key not in cache:
+    if key is _UNCACHEABLE or key not in cache:
         exposed = inspection.expose(
             model, arguments=_resolve_layer_name(model, layer), input_shape=input_shape
         )
-        if key is None:
+        if key is _UNCACHEABLE:
             return exposed
         cache[key] = exposed
     return cache[key]
