@@ -37,6 +37,7 @@ import argparse
 import difflib
 import importlib
 import json
+import logging
 import os
 import sys
 import traceback
@@ -521,6 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["demo", "--out", "demo-report"])
         0
     """
+    # TensorFlow logs a "retracing" warning once several methods are compiled in one
+    # process (one compiled step each, by design); a command line has no use for it.
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

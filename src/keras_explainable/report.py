@@ -29,14 +29,16 @@ section { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding:
           margin: 1rem 0; overflow-x: auto; }
 section h2 { font-size: 1.05rem; margin: 0 0 .6rem 0; }
 table { border-collapse: collapse; }
-th { text-align: left; vertical-align: middle; padding: .3rem .8rem .3rem 0; font-weight: 600;
-     white-space: nowrap; }
+th { text-align: left; vertical-align: bottom; padding: .3rem .6rem .3rem .3rem;
+     font-weight: 600; white-space: nowrap; font-size: .9rem; }
+tr + tr th { vertical-align: middle; }
 th small { font-weight: 400; color: #666; }
 td { vertical-align: top; padding: .3rem; }
-figure { margin: 0; width: 168px; }
-figure img { width: 168px; height: auto; display: block; border-radius: 3px; }
+figure { margin: 0; width: 144px; }
+figure img { width: 144px; height: auto; display: block; border-radius: 3px; }
 figcaption { font-size: .8rem; margin-top: .25rem; line-height: 1.25; }
-.score { color: #555; }
+.source { color: #666; font-size: .8rem; margin: 0 0 .5rem 0; }
+th { text-align: left; }
 footer { color: #777; font-size: .8rem; margin-top: 2rem; }
 """
 
@@ -137,39 +139,49 @@ class Report:
         return self.files[before:]
 
     def _entry_html(self, entry) -> str:
+        """One input: a table with a column per method and a row per explained class."""
         escape = html.escape
-        rows_html = []
-        for index, row in enumerate(entry["rows"]):
+        rows = entry["rows"]
+        headers = []
+        for row in rows:
             explanation = row["explanation"]
-            layer = (
-                f"<br><small>layer: {escape(explanation.layer)}</small>"
-                if explanation.layer
-                else ""
+            layer = ""
+            if explanation.layer:
+                layer = f"<br><small>layer: {escape(explanation.layer)}</small>"
+            headers.append(f"<th>{escape(explanation.method_title)}{layer}</th>")
+        width, height = entry["size"]
+        picture = (
+            f'<td rowspan="{max(len(row["cells"]) for row in rows)}"><figure>'
+            f'<img src="{escape(entry["image"])}" alt="input {escape(entry["name"])}">'
+            f"<figcaption>input ({width}×{height})</figcaption></figure></td>"
+        )
+        body = []
+        for rank in range(max(len(row["cells"]) for row in rows)):
+            first = next(row["cells"][rank]["target"] for row in rows if rank < len(row["cells"]))
+            label = (
+                f"<th>#{rank + 1} {escape(first.label)}<br><small>class {first.target}<br>"
+                f"score {first.score:.4g}<br>p = {first.probability:.3f}</small></th>"
             )
-            header = f"<th>{escape(explanation.method_title)}{layer}</th>"
             cells = []
-            for cell in row["cells"]:
-                target = cell["target"]
-                alt = f"{explanation.method_title} for {target.label}"
+            for row in rows:
+                if rank >= len(row["cells"]):
+                    cells.append("<td></td>")
+                    continue
+                target = row["cells"][rank]["target"]
+                title = row["explanation"].method_title
+                alt = f"{title} for {target.label}"
+                other = ""  # a method that explained another class at this rank says which
+                if target.target != first.target:
+                    other = f"<figcaption>{escape(target.label)}</figcaption>"
                 cells.append(
-                    f'<td><figure><img src="{escape(cell["file"])}" alt="{escape(alt)}">'
-                    f"<figcaption>#{cell['rank']} <b>{escape(target.label)}</b>"
-                    f' <span class="score">(class {target.target})<br>score {target.score:.4g}'
-                    f" · p = {target.probability:.3f}</span></figcaption></figure></td>"
+                    f'<td><figure><img src="{escape(row["cells"][rank]["file"])}" '
+                    f'alt="{escape(alt)}" title="{escape(alt)}">{other}</figure></td>'
                 )
-            picture = ""
-            if index == 0:
-                width, height = entry["size"]
-                picture = (
-                    f'<td rowspan="{len(entry["rows"])}"><figure>'
-                    f'<img src="{escape(entry["image"])}" alt="input {escape(entry["name"])}">'
-                    f"<figcaption>input ({width}×{height})</figcaption></figure></td>"
-                )
-            rows_html.append(f"<tr>{picture}{header}{''.join(cells)}</tr>")
-        source = f'<p class="score">{escape(entry["source"])}</p>' if entry["source"] else ""
+            body.append(f"<tr>{picture if rank == 0 else ''}{label}{''.join(cells)}</tr>")
+        source = f'<p class="source">{escape(entry["source"])}</p>' if entry["source"] else ""
         return (
-            f"<section><h2>{escape(entry['name'])}</h2>{source}"
-            f"<table>{''.join(rows_html)}</table></section>"
+            f"<section><h2>{escape(entry['name'])}</h2>{source}<table>"
+            f"<tr><th></th><th></th>{''.join(headers)}</tr>{''.join(body)}</table></section>"
         )
 
     def html(self) -> str:

@@ -52,7 +52,8 @@ def load_demo_model():
         a ``keras.Model``: ``(batch, 64, 64, 3)`` pixels in ``[0, 255]`` -> 5 logits.
 
     Example:
-        >>> model = ke.data.load_demo_model()
+        >>> from keras_explainable.data import load_demo_model
+        >>> model = load_demo_model()
     """
     import keras
 

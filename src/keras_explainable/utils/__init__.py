@@ -1,4 +1,4 @@
-"""Utilities to look at explanations: image grids and overlays.
+"""Utilities to look at explanations (image grids, overlays) and to read pictures.
 
 Example:
     >>> scores, cams = ke.gradcam(model, x, y)
@@ -6,6 +6,17 @@ Example:
     >>> picture = ke.utils.overlay(x[0], cams[0, ..., 0])  # (H, W, 3) uint8
 """
 
+from .images import IMAGE_EXTENSIONS, PREPROCESSINGS, load_image, prepare_image, preprocess
 from .visualization import as_display_image, get_dims, overlay, visualize
 
-__all__ = ["as_display_image", "get_dims", "overlay", "visualize"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "PREPROCESSINGS",
+    "as_display_image",
+    "get_dims",
+    "load_image",
+    "overlay",
+    "prepare_image",
+    "preprocess",
+    "visualize",
+]
