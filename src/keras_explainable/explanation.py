@@ -197,7 +197,7 @@ def get_method(name: str) -> MethodInfo:
 # --------------------------------------------------------------------------- results
 
 
-@dataclasses.dataclass(frozen=True, repr=False)
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
 class TargetExplanation:
     """The explanation of one class (one output unit) of one prediction.
 
@@ -231,7 +231,7 @@ class TargetExplanation:
         )
 
 
-@dataclasses.dataclass(frozen=True, repr=False)
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
 class Explanation:
     """What :func:`explain_prediction` found for one image.
 
