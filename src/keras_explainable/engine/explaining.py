@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import collections
+import os
 import re
+import struct
+import tempfile
 import warnings
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -345,6 +349,112 @@ def _check_finite(batch: np.ndarray, offset: int):
         )
 
 
+def _check_maps_file(maps_file) -> Path | None:
+    """``maps_file`` as a Path to a new ``.npy`` file in an existing folder (or None)."""
+    if maps_file is None:
+        return None
+    if not isinstance(maps_file, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"`maps_file` must be a path (str or os.PathLike) to a .npy file, or None; got a "
+            f"{type(maps_file).__name__}. Pass e.g. maps_file='maps.npy'."
+        )
+    path = Path(os.fsdecode(os.fspath(maps_file))).expanduser()
+    if path.suffix.lower() != ".npy":
+        raise ValueError(
+            f"`maps_file` must name a .npy file (np.load reads it back); got '{path}'. Add the "
+            f"suffix: maps_file='{path.with_name(path.name + '.npy')}'."
+        )
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(
+            f"`maps_file` is '{path}', but the folder '{folder}' does not exist. Create it first "
+            f"(os.makedirs('{folder}', exist_ok=True)) or write the maps elsewhere."
+        )
+    if path.exists() or path.is_symlink():
+        raise ValueError(
+            f"`maps_file` '{path}' already exists; explain never overwrites a file. Remove it "
+            "first (os.remove) or pick another name."
+        )
+    return path
+
+
+def _npy_header(dtype: np.dtype, shape: tuple, length: int | None = None) -> bytes:
+    """A .npy (format 1.0) header for a C-ordered array, padded to ``length`` bytes.
+
+    Without ``length``, the header is padded to a multiple of 64 bytes (as numpy
+    writes it); a header rewritten later with another shape keeps its size.
+    """
+    text = repr(
+        {
+            "descr": np.lib.format.dtype_to_descr(dtype),
+            "fortran_order": False,
+            "shape": tuple(int(d) for d in shape),
+        }
+    )
+    preamble = 10  # magic string, version and the uint16 length of the header text
+    if length is None:
+        length = -(-(preamble + len(text) + 1) // 64) * 64
+    padding = length - preamble - len(text) - 1
+    if padding < 0:  # cannot happen: the reserved header has room for 20 digits
+        raise RuntimeError(f"The .npy header of shape {shape} does not fit in {length} bytes.")
+    text = text + " " * padding + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
+
+
+class _MapsWriter:
+    """Writes maps batch by batch into a ``.npy`` file; memory stays one batch.
+
+    The rows are appended to a temporary file next to ``path`` whose header
+    reserves room for any number of samples; :meth:`close` writes the real shape
+    into the header and moves the file to ``path``, so ``path`` only ever holds a
+    complete, valid ``.npy``. Plain writes (rather than a writable memory map)
+    keep the written pages out of the process' resident memory.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows = 0
+        self._dtype = None
+        self._sample_shape = None
+        self._header_length = None
+        handle, self._temporary = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=".partial", dir=path.parent
+        )
+        self._file = os.fdopen(handle, "wb")
+
+    def write(self, maps: np.ndarray) -> None:
+        if self._dtype is None:
+            self._dtype = maps.dtype
+            self._sample_shape = tuple(maps.shape[1:])
+            reserved = _npy_header(self._dtype, (10**20 - 1, *self._sample_shape))
+            self._header_length = len(reserved)
+            self._file.write(reserved)
+        elif tuple(maps.shape[1:]) != self._sample_shape:  # the engine checks this before
+            raise ValueError(
+                f"Maps of shape {maps.shape[1:]} cannot follow maps of shape "
+                f"{self._sample_shape} in one .npy file."
+            )
+        self._file.write(np.ascontiguousarray(maps, dtype=self._dtype).data)
+        self.rows += len(maps)
+
+    def close(self) -> np.memmap:
+        """Finish the file; return it memory-mapped, read-only."""
+        header = _npy_header(self._dtype, (self.rows, *self._sample_shape), self._header_length)
+        self._file.seek(0)
+        self._file.write(header)
+        self._file.close()
+        os.replace(self._temporary, self.path)
+        return np.load(self.path, mmap_mode="r")
+
+    def abort(self) -> None:
+        """Drop the partial file (after an error)."""
+        self._file.close()
+        try:
+            os.remove(self._temporary)
+        except OSError:
+            pass
+
+
 def explain(
     method: Callable,
     model,
@@ -358,6 +468,8 @@ def explain(
     workers: int = 1,
     use_multiprocessing: bool = False,
     force: bool = False,
+    maps_file: str | os.PathLike | None = None,
+    return_maps: bool = True,
     **method_params: Any,
 ):
     """Explain ``model``'s outputs on ``x`` with an explaining ``method``.
@@ -365,7 +477,11 @@ def explain(
     The step (method + postprocessing + resizing) is compiled once per method,
     parameters and batch shape: the last partial batch is padded to the batch
     size, so a dataset of any length is traced once, and later calls with the
-    same method and parameters reuse the step.
+    same method and parameters reuse the step. The several units of a sample
+    are explained in one vectorized pass, not one pass per unit.
+
+    Inputs are read one batch at a time (a memory-mapped array is never copied
+    whole); with ``maps_file`` the maps leave memory one batch at a time too.
 
     Args:
         method: an explaining method, e.g. ``ke.methods.cams.gradcam``.
@@ -392,27 +508,45 @@ def explain(
         workers: as ``max_queue_size``.
         use_multiprocessing: as ``max_queue_size``.
         force: rebuild (retrace) the step even if a cached one matches.
+        maps_file: a path ending in ``.npy`` to stream the maps to, batch by
+            batch, so that memory holds one batch of maps however many samples
+            ``x`` has (use it with a generator, a ``PyDataset``, a ``tf.data``
+            dataset or a memory-mapped array to explain more than fits in
+            memory). Its folder must exist and the file must not (it is never
+            overwritten); the maps go to a temporary file in that folder, which
+            becomes ``maps_file`` only once every batch is written (it is
+            removed if ``explain`` fails). The result is a regular ``.npy``
+            (``np.load(maps_file)``), float32, ``(samples, *spatial, units)``.
+        return_maps: ``False`` keeps no maps in memory and returns ``None`` for
+            them (e.g. when a callback consumes each batch's maps, or only the
+            file is wanted); the scores are always returned.
         **method_params: ``spatial_axis``, ``postprocessing`` (``f(maps, axis)``),
             ``resizing`` (``True``, a size tuple or ``False``), ``jit_compile``
             and the method's own parameters.
 
     Returns:
-        ``(scores, maps)`` numpy arrays: ``(samples, units)`` and
-        ``(samples, *spatial, units)``.
+        ``(scores, maps)``: ``scores`` a ``(samples, units)`` numpy array;
+        ``maps`` a ``(samples, *spatial, units)`` numpy array, or with
+        ``maps_file`` a read-only ``np.memmap`` of that file (``np.load(...,
+        mmap_mode="r")``: it is read from disk as it is used), or ``None`` with
+        ``return_maps=False``.
 
     Raises:
         TypeError: ``method``/``model`` swapped or of the wrong kind; ``x`` or
             ``y`` of the wrong type or dtype (non-integral ``y``, one-hot ``y``);
-            ``batch_size``/``steps`` that are not ints.
+            ``batch_size``/``steps`` that are not ints; ``maps_file`` not a path;
+            ``return_maps`` not a bool.
         ValueError: inputs of the wrong rank or shape, empty or non-finite
             inputs, ``y`` out of range or with the wrong number of rows, a model
-            that cannot run on ``x``. Errors raised by the method while the step
+            that cannot run on ``x``; a ``maps_file`` without the ``.npy``
+            suffix, in a folder that does not exist, or that already exists. Errors raised by the method while the step
             is traced are re-raised as they were, not wrapped by the framework.
 
     Example:
         >>> scores, maps = ke.explain(
         ...     ke.methods.gradient.gradients, model, x, y,
         ...     postprocessing=ke.filters.absolute_normalize)
+        >>> scores, maps = ke.gradcam(model, batches(), maps_file="maps.npy")
     """
     _check_arguments(method, model)
     if (max_queue_size, workers, use_multiprocessing) != (10, 1, False):
@@ -427,13 +561,43 @@ def explain(
     method_params.setdefault("postprocessing", None)
     verbose = _check_verbose(verbose)
     callbacks = _check_callbacks(callbacks)
+    if not isinstance(return_maps, (bool, np.bool_)):
+        raise TypeError(
+            f"`return_maps` must be True or False; got {return_maps!r}. Pass return_maps=False "
+            "to keep only the scores (callbacks still receive every batch's maps)."
+        )
+    path = _check_maps_file(maps_file)
     source = Source(x, y, batch_size=batch_size, steps=steps)
     if source.array is not None:  # the shape first: a wrong rank also miscounts y's rows
         _check_inputs(model, source.array.shape, source.array.dtype, spatial_axis)
     source.check_y_rows()
     progress = keras.utils.Progbar(source.num_batches, verbose=verbose) if verbose else None
     callback_list = keras.callbacks.CallbackList(callbacks, model=model) if callbacks else None
+    writer = None if path is None else _MapsWriter(path)
+    try:
+        all_scores, all_maps = _run(
+            source, model, method, force, jit_compile, spatial_axis, method_params,
+            callback_list, progress, writer, keep_maps=return_maps and writer is None,
+        )  # fmt: skip
+        if callback_list:
+            callback_list.on_predict_end()
+        maps = writer.close() if writer is not None else None
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if not return_maps:
+        maps = None
+    elif writer is None:
+        maps = np.concatenate(all_maps)
+    return np.concatenate(all_scores), maps
 
+
+def _run(
+    source, model, method, force, jit_compile, spatial_axis, method_params,
+    callback_list, progress, writer, keep_maps,
+):  # fmt: skip
+    """The loop of ``explain``: every batch through the step; scores (and maps) kept."""
     step = None
     all_scores, all_maps = [], []
     num_units = None
@@ -475,6 +639,8 @@ def explain(
         if callback_list:
             callback_list.on_predict_batch_begin(index)
         size = source.batch_size
+        # One batch at a time: a memory-mapped `x` is read (and converted) a batch at
+        # a time, never copied whole.
         xb = pad_to(xb.astype(_float_dtype(xb), copy=False), size)
         units = pad_to(units, size)
         scores, maps = step(
@@ -483,7 +649,10 @@ def explain(
         scores = ops.convert_to_numpy(scores)[:rows]
         maps = ops.convert_to_numpy(maps)[:rows]
         all_scores.append(scores)
-        all_maps.append(maps)
+        if keep_maps:
+            all_maps.append(maps)
+        if writer is not None:
+            writer.write(maps)
         seen += rows
         if callback_list:
             callback_list.on_predict_batch_end(index, {"outputs": (scores, maps)})
@@ -498,9 +667,7 @@ def explain(
         )
     if progress is not None and progress.target is None:
         progress.update(index, finalize=True)
-    if callback_list:
-        callback_list.on_predict_end()
-    return np.concatenate(all_scores), np.concatenate(all_maps)
+    return all_scores, all_maps
 
 
 def _float_dtype(batch: np.ndarray):
