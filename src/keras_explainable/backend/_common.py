@@ -31,3 +31,8 @@ def check_scores(scores) -> None:
             "The selected scores must be a (batch, units) tensor; got shape "
             f"{tuple(scores.shape)}. Explain one output vector per sample."
         )
+
+
+def round_up(rows: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that holds ``rows`` rows."""
+    return -(-rows // multiple) * multiple

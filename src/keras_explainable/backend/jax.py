@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import keras
+import numpy as np
 
 from .._taps import check_recorded, recorded, tapped
-from ._common import Gradients, check_scores
+from ._common import Gradients, check_scores, round_up
 
 NAME = "jax"
 
@@ -83,6 +86,24 @@ def compile(fn, model, jit_compile=True):
     Inside the compiled function, ``keras.StatelessScope`` maps every variable of
     ``model`` to the traced value passed in, so weights are not baked into the
     program as constants and the same program serves updated weights.
+
+    Data parallelism: when a ``keras.distribution`` distribution whose mesh has
+    more than one device along its batch axis (e.g. ``DataParallel``) is active
+    at call time, the batch (the first axis of every argument) is sharded over
+    that axis, the variables are laid out as the distribution says (replicated
+    for ``DataParallel``) and XLA partitions the program. A batch that does not
+    split evenly is padded with copies of its last row and the outputs are
+    sliced back. Under ``jax.distributed`` (several processes), each process
+    passes its own batch and gets its own rows back.
+
+    Args:
+        fn: ``fn(*tensors) -> outputs``, the batch first in every tensor
+            argument and every output.
+        model: the model whose variables ``fn`` reads.
+        jit_compile: ``False`` returns ``fn`` unchanged (eager, one device).
+
+    Returns:
+        A callable with the signature of ``fn``.
     """
     if not jit_compile:
         return fn
@@ -93,11 +114,118 @@ def compile(fn, model, jit_compile=True):
             return fn(*args)
 
     jitted = jax.jit(stateless)
+    sharded = _ShardedRunner(stateless, variables)
 
     def run(*args):
+        plan = _batch_sharding()
+        if plan is not None:
+            return sharded(plan, args)
         return jitted([v.value for v in variables], *args)
 
     return run
+
+
+class _Plan(NamedTuple):
+    """How the active distribution splits a batch."""
+
+    distribution: Any
+    sharding: jax.sharding.NamedSharding  # of the batch: split on the batch axis
+    local_shards: int  # batch shards on this process's devices
+
+
+def _batch_sharding():
+    """The active distribution's batch split, or ``None`` to run on one device."""
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        return None
+    mesh = distribution.device_mesh
+    axis = distribution.batch_dim_name
+    if mesh is None or axis not in mesh.axis_names:
+        return None
+    shards = dict(zip(mesh.axis_names, mesh.shape))[axis]
+    if shards <= 1:
+        return None
+    processes = jax.process_count()
+    local = shards // processes if shards % processes == 0 else shards
+    sharding = jax.sharding.NamedSharding(mesh.backend_mesh, jax.sharding.PartitionSpec(axis))
+    return _Plan(distribution, sharding, max(local, 1))
+
+
+class _ShardedRunner:
+    """Runs a stateless function with its batch sharded over a device mesh.
+
+    The variables' values laid out on the mesh are cached by the identity of
+    each variable's current value: they are copied to the devices once, and
+    again only after the variable is assigned a new value.
+    """
+
+    def __init__(self, stateless, variables):
+        self._stateless = stateless
+        self._variables = variables
+        self._jitted: dict = {}  # out sharding -> jitted function
+        self._placed: dict = {}  # variable position -> (value, sharding, placed value)
+
+    def _values(self, distribution):
+        values = []
+        for position, variable in enumerate(self._variables):
+            value = variable.value
+            layout = distribution.get_variable_layout(variable).backend_layout
+            cached = self._placed.get(position)
+            if cached is None or cached[0] is not value or cached[1] != layout:
+                placed = _place(value, layout)
+                cached = (value, layout, placed)
+                self._placed[position] = cached
+            values.append(cached[2])
+        return values
+
+    def __call__(self, plan: _Plan, args):
+        jitted = self._jitted.get(plan.sharding)
+        if jitted is None:
+            jitted = jax.jit(self._stateless, out_shardings=plan.sharding)
+            self._jitted[plan.sharding] = jitted
+        rows = None
+        batch = []
+        for arg in args:
+            if arg is None:
+                batch.append(None)
+                continue
+            arg = jnp.asarray(arg)
+            rows = arg.shape[0] if rows is None else rows
+            padded = round_up(arg.shape[0], plan.local_shards)
+            if padded != arg.shape[0]:
+                widths = [(0, padded - arg.shape[0])] + [(0, 0)] * (arg.ndim - 1)
+                arg = jnp.pad(arg, widths, mode="edge")
+            batch.append(_global_batch(arg, plan.sharding))
+        outputs = jitted(self._values(plan.distribution), *batch)
+        return jax.tree_util.tree_map(lambda out: _local_rows(out, plan.sharding, rows), outputs)
+
+
+def _place(value, sharding):
+    """``value`` laid out with ``sharding`` (a no-op when it already is)."""
+    if isinstance(value, jax.Array) and value.sharding.is_equivalent_to(sharding, value.ndim):
+        return value
+    if jax.process_count() > 1:  # the same host value on every process
+        host = np.asarray(value)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.device_put(value, sharding)
+
+
+def _global_batch(local, sharding):
+    """This process's rows as (its part of) one batch sharded over the mesh."""
+    if jax.process_count() == 1:
+        return jax.device_put(local, sharding)
+    return jax.make_array_from_process_local_data(sharding, np.asarray(local))
+
+
+def _local_rows(output, sharding, rows):
+    """This process's rows of a batch-sharded output, without the padding."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        output = multihost_utils.global_array_to_host_local_array(
+            output, sharding.mesh, sharding.spec
+        )
+    return output if rows is None or output.shape[0] == rows else output[:rows]
 
 
 def is_compiled_per_shape() -> bool:

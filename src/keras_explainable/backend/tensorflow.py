@@ -5,7 +5,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from .._taps import check_recorded, recorded, tapped
-from ._common import Gradients, check_scores
+from ._common import Gradients, check_scores, round_up
 
 NAME = "tensorflow"
 
@@ -71,9 +71,110 @@ def _units_last(tensor):
 
 
 def compile(fn, model, jit_compile=False):
-    """Compile ``fn`` (a function of tensors) once per input signature."""
-    del model  # tf.function reads the variables it touches.
-    return tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True)
+    """Compile ``fn`` (a function of tensors) once per input signature.
+
+    Data parallelism: when called inside the scope of a ``tf.distribute``
+    strategy with more than one replica (``MirroredStrategy`` over several
+    GPUs, ``MultiWorkerMirroredStrategy``), the batch (the first axis of every
+    argument) is split into one slice per local replica, ``fn`` runs on every
+    replica with ``strategy.run`` inside one ``tf.function``, and the slices of
+    the outputs are put back together in order. A batch that does not split
+    evenly is padded with copies of its last row and the outputs are sliced
+    back. No replica talks to another: under ``MultiWorkerMirroredStrategy``
+    each worker explains its own batches on its own devices.
+
+    Args:
+        fn: ``fn(*tensors) -> outputs``, the batch first in every tensor
+            argument and every output.
+        model: unused (``tf.function`` reads the variables it touches).
+        jit_compile: compile with XLA.
+
+    Returns:
+        A callable with the signature of ``fn``.
+    """
+    del model
+    single = tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True)
+    replicated: dict = {}  # strategy -> its tf.function
+
+    def run(*args):
+        strategy = _active_strategy()
+        if strategy is None:
+            return single(*args)
+        key = id(strategy)
+        entry = replicated.get(key)
+        if entry is None or entry[0] is not strategy:
+            entry = (strategy, _replicated_function(fn, strategy, jit_compile))
+            replicated[key] = entry
+        return _run_split(entry[1], strategy, args)
+
+    return run
+
+
+def _active_strategy():
+    """The ``tf.distribute`` strategy whose scope we are in, if it has several replicas."""
+    if not tf.distribute.has_strategy() or not tf.distribute.in_cross_replica_context():
+        return None  # no scope, or already inside a replica: run as is
+    strategy = tf.distribute.get_strategy()
+    if len(strategy.extended.worker_devices) <= 1:
+        return None
+    return strategy
+
+
+def _replicated_function(fn, strategy, jit_compile):
+    """A ``tf.function`` running ``fn`` on each local replica's slice of the batch."""
+    compiled = tf.function(fn, jit_compile=True) if jit_compile else fn
+    return tf.function(_Replicated(compiled, strategy), reduce_retracing=True)
+
+
+class _Replicated:
+    """``fn`` on every replica, its outputs concatenated in replica order.
+
+    A callable object rather than a closure: ``tf.function`` counts retracing
+    per function code, and every compiled step traces its own copy once per
+    shape, which is no retracing to warn about.
+    """
+
+    def __init__(self, fn, strategy):
+        self._fn = fn
+        self._strategy = strategy
+
+    def __call__(self, *per_replica):
+        strategy = self._strategy
+        outputs = strategy.run(self._fn, args=per_replica)
+        return tf.nest.map_structure(
+            lambda out: tf.concat(strategy.experimental_local_results(out), axis=0), outputs
+        )
+
+
+def _run_split(replicated, strategy, args):
+    """Split the batch over ``strategy``'s local replicas, run, slice the padding off."""
+    local = len(strategy.extended.worker_devices)
+    rows = next(int(a.shape[0]) for a in args if a is not None)
+    size = round_up(rows, local) // local
+    slices = []
+    for arg in args:
+        if arg is None:
+            slices.append(None)
+            continue
+        arg = tf.convert_to_tensor(arg)
+        if size * local != rows:
+            last = tf.repeat(arg[-1:], size * local - rows, axis=0)
+            arg = tf.concat([arg, last], axis=0)
+        slices.append(tf.split(arg, local, axis=0))
+
+    def per_replica(parts):
+        if parts is None:
+            return None
+
+        def value(context):
+            return parts[context.replica_id_in_sync_group % local]
+
+        return strategy.experimental_distribute_values_from_function(value)
+
+    outputs = replicated(*[per_replica(parts) for parts in slices])
+    if size * local == rows:
+        return outputs
+    return tf.nest.map_structure(lambda out: out[:rows], outputs)
 
 
 def is_compiled_per_shape() -> bool:
