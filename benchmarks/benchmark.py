@@ -85,22 +85,56 @@ from keras import ops  # noqa: E402
 
 import keras_explainable as ke  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers  # noqa: E402
+
 BACKEND = keras.backend.backend()
 if THREADS and BACKEND == "torch":
     import torch
 
     torch.set_num_threads(THREADS)
 HERE = os.path.dirname(os.path.abspath(__file__))
-TARGETS = {"gradcam": 1.1, "gradients": 3.5}
+TARGETS = {"gradcam": 1.1, "gradients": 3.0}
 # Perturbation methods against the forward passes they cannot avoid (see ``limit_cases``).
 LIMIT_TARGETS = {"scorecam": 1.2, "ablationcam": 1.2}
 CHUNK_SIZES = {"scorecam": 8, "ablationcam": 8, "occlusion": 16, "rise": 16}
-RISE_MASKS = 256
+# The settings of the costly methods for ``--methods all``, per model. ResNet50V2's last block
+# has 2048 channels and its inputs 224 x 224 pixels: Score-CAM over every channel, occlusion
+# with 8-pixel windows every 4 pixels (3025 windows) or RISE with 256 masks would take hours
+# on a small CPU, so they run with fewer perturbations there (stated in the tables), and
+# are compared with the limit of that many perturbations.
+SETTINGS = {
+    "small": {
+        "ig_steps": 16,
+        "smooth_repetitions": 8,
+        "scorecam_channels": None,  # every channel (64)
+        "occlusion": {},  # the defaults: 8 x 8 windows every 4 pixels
+        "rise_masks": 256,
+        "ablationcam": True,
+    },
+    "resnet50v2": {
+        "ig_steps": 8,
+        "smooth_repetitions": 4,
+        "scorecam_channels": 16,  # top_n: Faster Score-CAM over (about) 16 channels
+        "occlusion": {"window": 56, "stride": 56},  # 16 windows
+        "rise_masks": 16,
+        # Eager PyTorch reruns the whole network for each of the 2048 ablations (hours);
+        # compiled TF/JAX rerun only the head (the layers before the ablation are dead code).
+        "ablationcam": BACKEND != "torch",
+    },
+}
 
 
 # ----------------------------------------------------------------------------- models
+EXPLAINED_LAYER = {"resnet50v2": "post_relu", "small": "last_conv"}
+
+
 def build_model(name: str, seed: int):
-    """The benchmarked model (random weights, nothing is downloaded) and its input size."""
+    """The benchmarked model (random weights, nothing is downloaded) and its input size.
+
+    ``EXPLAINED_LAYER[name]`` names the layer whose output our CAM methods explain by
+    default (the input of the global pooling); tf-keras-vis is pointed at it.
+    """
     if BACKEND == "tensorflow":
         keras.utils.set_random_seed(seed)
     else:  # keras.utils.set_random_seed imports TensorFlow: seed what Keras draws from
@@ -114,7 +148,9 @@ def build_model(name: str, seed: int):
         h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
         h = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(h)
         h = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(h)
-        h = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(h)
+        h = keras.layers.Conv2D(
+            64, 3, strides=2, padding="same", activation="relu", name="last_conv"
+        )(h)
         h = keras.layers.GlobalAveragePooling2D()(h)
         outputs = keras.layers.Dense(10)(h)
         return keras.Model(inputs, outputs, name="small_cnn"), 64
@@ -204,13 +240,19 @@ def public_cases(model, x, y, batch, jit_compile=None):
     }
 
 
-def all_cases(model, x, y, batch, jit_compile=None):
-    """Every shortcut of the package (``--methods all``), through the public API."""
+def all_cases(model, x, y, batch, settings, jit_compile=None):
+    """Every shortcut of the package (``--methods all``), through the public API.
+
+    ``settings``: one of ``SETTINGS`` (with ``scorecam_channels`` possibly changed to match
+    tf-keras-vis' Faster Score-CAM); methods that it turns off are left out.
+    """
     options = {"batch_size": batch, "verbose": 0}
     if jit_compile is not None:
         options["jit_compile"] = jit_compile
-    smoothgrad = ke.partial_explain(  # ke.smoothgrad with 8 repetitions instead of 20
-        ke.methods.meta.smooth(ke.methods.gradient.gradients, repetitions=8, seed=0),
+    smoothgrad = ke.partial_explain(  # ke.smoothgrad with fewer repetitions than 20
+        ke.methods.meta.smooth(
+            ke.methods.gradient.gradients, repetitions=settings["smooth_repetitions"], seed=0
+        ),
         postprocessing=ke.filters.normalize,
         resizing=False,
     )
@@ -218,7 +260,7 @@ def all_cases(model, x, y, batch, jit_compile=None):
     specs = [
         ("gradients", ke.gradients, {}),
         ("gradients_x_inputs", ke.gradients_x_inputs, {}),
-        ("integrated_gradients", ke.integrated_gradients, {"n_steps": 16}),
+        ("integrated_gradients", ke.integrated_gradients, {"n_steps": settings["ig_steps"]}),
         ("full_gradients", ke.full_gradients, {}),
         ("smoothgrad", smoothgrad, {}),
         ("cam", ke.cam, {}),
@@ -228,11 +270,21 @@ def all_cases(model, x, y, batch, jit_compile=None):
         ("layercam", ke.layercam, {}),
         ("hirescam", ke.hirescam, {}),
         ("eigencam", ke.eigencam, {}),
-        ("scorecam", ke.scorecam, {"chunk_size": chunk["scorecam"]}),
+        (
+            "scorecam",
+            ke.scorecam,
+            {"chunk_size": chunk["scorecam"], "top_n": settings["scorecam_channels"]},
+        ),
         ("ablationcam", ke.ablationcam, {"chunk_size": chunk["ablationcam"]}),
-        ("occlusion", ke.occlusion, {"chunk_size": chunk["occlusion"]}),
-        ("rise", ke.rise, {"masks": RISE_MASKS, "seed": 0, "chunk_size": chunk["rise"]}),
+        ("occlusion", ke.occlusion, {"chunk_size": chunk["occlusion"], **settings["occlusion"]}),
+        (
+            "rise",
+            ke.rise,
+            {"masks": settings["rise_masks"], "seed": 0, "chunk_size": chunk["rise"]},
+        ),
     ]
+    if not settings["ablationcam"]:
+        specs = [s for s in specs if s[0] != "ablationcam"]
     cases = {"predict": lambda: model.predict(x, batch_size=batch, verbose=0)}
     for name, shortcut, params in specs:
         cases[name] = lambda f=shortcut, p=params: f(model, x, y, **options, **p)
@@ -257,21 +309,29 @@ def _fit_step_cache(size):
         print(f"(could not enlarge the step cache: {error})", file=sys.stderr)
 
 
-def perturbations_per_sample(model, x):
-    """How many perturbed forward passes per sample each perturbation method needs."""
+def explained_activations(model, x):
+    """The activation our CAM methods explain, for the batch ``x``, as numpy."""
     taps = ke.inspection.activation_taps(model, x.shape[1:])
-    _, values = ke.backend.forward(model, ops.convert_to_tensor(x[:1]), taps)
-    channels = int(values[0].shape[-1])  # Score-CAM / Ablation-CAM: one per channel
-    windows = ke.methods.perturbation.occlusion_windows(x.shape[1:-1])
-    return {
-        "scorecam": channels,
-        "ablationcam": channels,
+    _, values = ke.backend.forward(model, ops.convert_to_tensor(x), taps)
+    return to_numpy(values[0])
+
+
+def perturbations_per_sample(model, x, settings):
+    """How many perturbed forward passes per sample each perturbation method needs."""
+    channels = int(explained_activations(model, x[:1]).shape[-1])
+    windows = ke.methods.perturbation.occlusion_windows(x.shape[1:-1], **settings["occlusion"])
+    counts = {
+        "scorecam": settings["scorecam_channels"] or channels,
+        "ablationcam": channels,  # Score-CAM / Ablation-CAM: one per channel
         "occlusion": int(np.prod([len(w) for w in windows])),
-        "rise": RISE_MASKS,
+        "rise": settings["rise_masks"],
     }
+    if not settings["ablationcam"]:
+        del counts["ablationcam"]
+    return counts
 
 
-def limit_cases(model, x, jit_compile=None):
+def limit_cases(model, x, settings, jit_compile=None):
     """The forward passes a perturbation method cannot avoid, compiled like our step.
 
     For ``N`` perturbations per sample at ``chunk_size`` per pass: ``ceil(N / chunk_size)``
@@ -280,7 +340,7 @@ def limit_cases(model, x, jit_compile=None):
     the name of its limit case and how it was counted.
     """
     forward = forward_step(model, jit_compile)
-    counts = perturbations_per_sample(model, x)
+    counts = perturbations_per_sample(model, x, settings)
     cases, limits = {}, {}
     for method, count in counts.items():
         chunk = min(CHUNK_SIZES[method], count)
@@ -358,11 +418,45 @@ def run(args):
 
     load_before = os.getloadavg()
     started = time.perf_counter()
+    settings = dict(SETTINGS[args.model])
+    if args.scorecam_channels is not None:
+        settings["scorecam_channels"] = args.scorecam_channels or None
+    peer_version, peer_scorecam = None, None
+    if args.peers:
+        peer_version, message = peers.available()
+        print(f"  {message}", flush=True)
+    if peer_version and args.methods == "all":
+        # Their Faster Score-CAM masks the batch with the union of each sample's top
+        # channels: pick their max_N and give our top_n that union's size, for equal work.
+        max_n, k = peers.matching_scorecam(
+            explained_activations(model, x), settings["scorecam_channels"]
+        )
+        channels = int(explained_activations(model, x[:1]).shape[-1])
+        settings["scorecam_channels"] = None if k == channels else k
+        peer_scorecam = {"max_n": max_n, "k": k, "top_n": settings["scorecam_channels"]}
     if args.methods == "all":
-        cases = all_cases(model, x, y, args.batch, args.jit_compile)
+        cases = all_cases(model, x, y, args.batch, settings, args.jit_compile)
         _fit_step_cache(len(cases) + 4)
     else:
         cases = public_cases(model, x, y, args.batch, args.jit_compile)
+    if peer_version:
+        if args.units > 1:
+            print("  (tf-keras-vis is compared with one unit per sample only)", flush=True)
+            peer_version = None
+        else:
+            chunk = CHUNK_SIZES["scorecam"]
+            cases.update(
+                (name, fn)
+                for name, fn in peers.peer_cases(
+                    model,
+                    x,
+                    y,
+                    EXPLAINED_LAYER[args.model],
+                    peer_scorecam["max_n"] if peer_scorecam else None,
+                    args.batch * chunk,
+                ).items()
+                if name in {peers.peer_name(m) for m in peers.PAIRS if m in cases}
+            )
     first = {}
 
     def first_calls(names):
@@ -378,7 +472,7 @@ def run(args):
         first_calls(list(extra))
     limits = {}
     if args.methods == "all":
-        extra, limits = limit_cases(model, x, args.jit_compile)
+        extra, limits = limit_cases(model, x, settings, args.jit_compile)
         cases.update(extra)
         first_calls(list(extra))
     for _ in range(args.warmup - 1):
@@ -404,6 +498,13 @@ def run(args):
         limit["ratio_max"] = max(ratios)
         limit["ratio_best"] = results[method]["min_s"] / results[limit["case"]]["min_s"]
         limit["ratios"] = ratios
+    comparison = {}
+    if peer_version:
+        comparison = {
+            "version": peer_version,
+            "scorecam": peer_scorecam,
+            "pairs": peers.speedups(times, times["predict"]),
+        }
     return {
         "backend": BACKEND,
         "model": args.model,
@@ -419,6 +520,9 @@ def run(args):
         "targets": TARGETS,
         "limits": limits,
         "limit_targets": LIMIT_TARGETS,
+        "settings": settings if args.methods == "all" else None,
+        "chunk_sizes": CHUNK_SIZES if args.methods == "all" else None,
+        "tf_keras_vis": comparison,
         "environment": {
             "keras": keras.__version__,
             "backend_version": _backend_version(),
@@ -502,6 +606,23 @@ def markdown(report) -> str:
                 f"{limit['ratio_median']:.2f} ({limit['ratio_min']:.2f}-"
                 f"{limit['ratio_max']:.2f}) | {limit['ratio_best']:.2f} | {verdict} |"
             )
+    settings = report.get("settings")
+    if settings:
+        occlusion = settings["occlusion"] or {"window": 8, "stride": 4}
+        lines += [
+            "",
+            f"Settings: integrated_gradients n_steps={settings['ig_steps']}, smoothgrad "
+            f"{settings['smooth_repetitions']} repetitions, scorecam top_n="
+            f"{settings['scorecam_channels'] or 'None (every channel)'}, occlusion window "
+            f"{occlusion['window']} stride {occlusion['stride']}, rise {settings['rise_masks']} "
+            f"masks; chunk sizes {report['chunk_sizes']}"
+            + ("" if settings["ablationcam"] else "; ablationcam skipped (see SETTINGS)")
+            + ".",
+        ]
+    comparison = report.get("tf_keras_vis")
+    if comparison:
+        scorecam = comparison["scorecam"] or {"k": "-", "max_n": "-", "top_n": "-"}
+        lines += peers.markdown(comparison["pairs"], comparison["version"], scorecam)
     if report["traces"]:
         traced = ", ".join(
             f"{n}: {t['traces']} trace(s) / {t['calls']} calls" for n, t in report["traces"].items()
@@ -550,9 +671,23 @@ def main(argv=None):
         default="default",
         help="jit_compile of our steps (default: the engine's, XLA on JAX only)",
     )
+    parser.add_argument(
+        "--scorecam-channels",
+        type=int,
+        default=None,
+        help="scorecam top_n for --methods all (0: every channel; default per model, see "
+        "SETTINGS)",
+    )
+    parser.add_argument(
+        "--no-peers",
+        dest="peers",
+        action="store_false",
+        help="skip tf-keras-vis (compared on the TensorFlow backend when it is installed)",
+    )
     parser.add_argument("--results-dir", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     args.jit_compile = {"default": None, "on": True, "off": False}[args.jit_compile]
+    args.peers = args.peers and BACKEND == "tensorflow"
     if args.model is None:
         args.model = "small" if args.methods == "all" else "resnet50v2"
     if args.batch is None:
