@@ -265,3 +265,42 @@ def test_clear_errors():
         metrics.deletion(single, ones(2), np.zeros((2, H, W)), [0, 0])
     assert metrics.deletion(single, ones(2), REGION[None].repeat(2, 0), [0, 0], steps=4,
                             activation="sigmoid").curves.shape == (2, 5)  # fmt: skip
+
+
+def test_metric_calls_reuse_one_compiled_forward_per_model(rng):
+    """Metrics compile the model's forward pass once per model, not once per call."""
+    import gc
+    import weakref
+
+    from keras_explainable.metrics import _common
+
+    model = models.gap_dense_cnn()
+    x = models.inputs(2)
+    maps = rng.random((2, 12, 12))
+    traces = []
+    first = metrics.deletion(model, x, maps, steps=4, batch_size=8)
+    (run,) = _common._FORWARDS[model].values()
+    forward = _common.backend.forward
+
+    def counting(*args, **kwargs):
+        traces.append(1)
+        return forward(*args, **kwargs)
+
+    _common.backend.forward = counting
+    try:
+        again = metrics.deletion(model, x, maps, steps=4, batch_size=8)
+        metrics.average_drop(model, x, maps, batch_size=8)
+    finally:
+        _common.backend.forward = forward
+    assert list(_common._FORWARDS[model].values()) == [run]  # the same program
+    # Compiled backends don't run the Python body again; torch runs it eagerly.
+    if ke.backend.NAME == "torch":
+        assert len(traces) > 0
+    else:
+        assert traces == []
+    np.testing.assert_allclose(again.curves, first.curves)
+    # The cache holds the model weakly: it does not keep it alive.
+    reference = weakref.ref(model)
+    del model, run
+    gc.collect()
+    assert reference() is None

@@ -7,6 +7,7 @@ with :func:`keras_explainable.backend.compile`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import keras
@@ -160,6 +161,38 @@ def normalized_auc(curves) -> np.ndarray:
 _ACTIVATIONS = ("softmax", "sigmoid", None)
 
 
+# Compiled forward passes, per model (weakly) and (activation, jit_compile): every
+# metric call on the same model reuses the program instead of tracing it again.
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled_forward(model, activation, jit_compile: bool):
+    """The compiled ``inputs -> activated first output`` of ``model``, cached."""
+    key = (activation, jit_compile)
+    try:
+        cache = _FORWARDS.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: no cache
+        cache = {}
+    if key not in cache:
+        model_ref = weakref.ref(model)  # the cache must not keep the model alive
+
+        def forward(inputs):
+            outputs, _ = backend.forward(model_ref(), inputs)
+            logits = ops.cast(inspection.first_output(outputs), "float32")
+            if activation == "softmax":
+                if logits.shape[-1] == 1:
+                    return logits  # a softmax over one unit is 1: Scorer raises
+                return ops.softmax(logits, axis=-1)
+            if activation == "sigmoid":
+                return ops.sigmoid(logits)
+            if callable(activation):
+                return activation(logits)
+            return logits
+
+        cache[key] = backend.compile(forward, model, jit_compile=jit_compile)
+    return cache[key]
+
+
 class Scorer:
     """Batched, compiled forward passes returning the model's activated outputs.
 
@@ -188,21 +221,8 @@ class Scorer:
         self.batch_size = positive_int(batch_size, "batch_size")
         if jit_compile is None:
             jit_compile = backend.NAME == "jax"
-        self._run = backend.compile(self._forward, model, jit_compile=bool(jit_compile))
+        self._run = _compiled_forward(model, activation, bool(jit_compile))
         self.classes = None
-
-    def _forward(self, inputs):
-        outputs, _ = backend.forward(self.model, inputs)
-        logits = ops.cast(inspection.first_output(outputs), "float32")
-        if self.activation == "softmax":
-            if logits.shape[-1] == 1:
-                return logits  # a softmax over one unit is 1: __call__ raises
-            return ops.softmax(logits, axis=-1)
-        if self.activation == "sigmoid":
-            return ops.sigmoid(logits)
-        if callable(self.activation):
-            return self.activation(logits)
-        return logits
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         """Activated outputs ``(rows, classes)`` of a numpy batch of any length."""
