@@ -9,6 +9,7 @@ No framework is imported here: datasets are recognized by duck typing.
 from __future__ import annotations
 
 import itertools
+import mmap
 import numbers
 from collections.abc import Iterator
 
@@ -181,10 +182,14 @@ class Source:
 
     def _raw_batches(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         if self._kind == "array":
+            # Batches are views: an array (memory-mapped or not) is never copied whole.
+            release = _page_releaser(self._x)
             size = self.batch_size
             for i in range(self.num_batches):
                 rows = slice(i * size, min((i + 1) * size, self.num_samples))
                 yield self._x[rows], None if self._y is None else self._y[rows]
+                if release is not None:  # the engine is done with the batch: drop its pages
+                    release(rows)
             return
         if self._kind == "pydataset":
             elements = (self._x[i] for i in range(self.num_batches or 0))
@@ -260,6 +265,54 @@ class Source:
                 pending_x, pending_units = [], []
         if count:
             yield _join(pending_x, pending_units)
+
+
+def _page_releaser(array: np.ndarray):
+    """``release(rows)`` for a memory-mapped array: the kernel may drop those rows' pages.
+
+    Reading a ``np.memmap`` (``np.load(..., mmap_mode="r")``) maps its pages into the
+    process, and they count as resident memory until the kernel reclaims them:
+    reading a file larger than memory would seem to hold all of it. Advising
+    ``MADV_DONTNEED`` on the rows already explained unmaps them (a shared file
+    mapping loses nothing: the data stays in the file and is read again if touched).
+    Returns None (nothing to do) for other arrays, copy-on-write mappings (whose
+    private changes that would discard), non-contiguous arrays and platforms
+    without ``madvise``.
+    """
+    mapping = getattr(array, "_mmap", None)  # np.memmap's mapping (shared by its views)
+    if (
+        not isinstance(array, np.memmap)
+        or not isinstance(mapping, mmap.mmap)
+        or getattr(array, "mode", None) not in ("r", "r+", "w+")
+        or not array.flags.c_contiguous
+        or not hasattr(mapping, "madvise")
+        or not hasattr(mmap, "MADV_DONTNEED")
+        or len(array) == 0
+    ):
+        return None
+    try:
+        base = np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0]
+    except (TypeError, ValueError, BufferError):
+        return None
+    start = array.__array_interface__["data"][0] - base
+    row_bytes = array.nbytes // len(array)
+    page = mmap.PAGESIZE
+    size = len(mapping)
+    state = {"active": True}
+
+    def release(rows: slice) -> None:
+        if not state["active"]:
+            return
+        low = (start + rows.start * row_bytes) // page * page
+        high = min(size, -(-(start + rows.stop * row_bytes) // page) * page)
+        if high <= low:
+            return
+        try:
+            mapping.madvise(mmap.MADV_DONTNEED, low, high - low)
+        except (OSError, ValueError):
+            state["active"] = False  # not supported here: just keep reading
+
+    return release
 
 
 def _rows(units, rows):
