@@ -257,11 +257,11 @@ class RandomizationResult(NamedTuple):
 
     def __str__(self):
         lines = [f"{'stage':>5}  {'randomized (' + self.mode + ')':<36}{'spearman':>9}"
-                 f"{'|spearman|':>11}{'ssim':>8}"]  # fmt: skip
+                 f"{'spearman(|m|)':>15}{'ssim':>8}"]  # fmt: skip
         for row in self.table():
             lines.append(
                 f"{row['stage']:>5}  {row['layer'][:36]:<36}{row['spearman']:>9.3f}"
-                f"{row['spearman_abs']:>11.3f}{row['ssim']:>8.3f}"
+                f"{row['spearman_abs']:>15.3f}{row['ssim']:>8.3f}"
             )
         return "\n".join(lines)
 
