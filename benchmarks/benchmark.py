@@ -129,8 +129,10 @@ SETTINGS = {
 EXPLAINED_LAYER = {"resnet50v2": "post_relu", "small": "last_conv"}
 
 
-def build_model(name: str, seed: int):
+def build_model(name: str, seed: int, size: int | None = None):
     """The benchmarked model (random weights, nothing is downloaded) and its input size.
+
+    ``size``: the input side of the small CNN (default 64); ResNet50V2 takes 224.
 
     ``EXPLAINED_LAYER[name]`` names the layer whose output our CAM methods explain by
     default (the input of the global pooling); tf-keras-vis is pointed at it.
@@ -144,7 +146,8 @@ def build_model(name: str, seed: int):
         model = keras.applications.ResNet50V2(weights=None, classifier_activation=None)
         return model, 224
     if name == "small":
-        inputs = keras.Input((64, 64, 3))
+        size = size or 64  # fully convolutional up to its global pooling: any size works
+        inputs = keras.Input((size, size, 3))
         h = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
         h = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(h)
         h = keras.layers.Conv2D(32, 3, padding="same", activation="relu")(h)
@@ -153,7 +156,7 @@ def build_model(name: str, seed: int):
         )(h)
         h = keras.layers.GlobalAveragePooling2D()(h)
         outputs = keras.layers.Dense(10)(h)
-        return keras.Model(inputs, outputs, name="small_cnn"), 64
+        return keras.Model(inputs, outputs, name="small_cnn"), size
     raise ValueError(f"Unknown model {name!r}; use 'resnet50v2' or 'small'.")
 
 
@@ -525,6 +528,7 @@ def run(args):
         "tf_keras_vis": comparison,
         "environment": {
             "keras": keras.__version__,
+            "source": source_revision(),
             "backend_version": _backend_version(),
             "python": platform.python_version(),
             "machine": platform.machine(),
@@ -536,6 +540,27 @@ def run(args):
             "wall_s": time.perf_counter() - started,
         },
     }
+
+
+def source_revision() -> str:
+    """The measured code: the git commit, ``+dirty`` when src/ has uncommitted changes."""
+    import subprocess
+
+    root = os.path.dirname(HERE)
+    package = os.path.dirname(os.path.abspath(ke.__file__))
+    if not package.startswith(os.path.join(root, "src")):
+        # e.g. a snapshot of a commit on PYTHONPATH: say which, via BENCH_SOURCE
+        return os.environ.get("BENCH_SOURCE", f"imported from {package}")
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (commit or "unknown") + ("+dirty" if dirty else "")
 
 
 def _backend_version():
@@ -675,8 +700,7 @@ def main(argv=None):
         "--scorecam-channels",
         type=int,
         default=None,
-        help="scorecam top_n for --methods all (0: every channel; default per model, see "
-        "SETTINGS)",
+        help="scorecam top_n for --methods all (0: every channel; default per model, see SETTINGS)",
     )
     parser.add_argument(
         "--no-peers",

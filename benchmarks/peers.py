@@ -176,8 +176,8 @@ def markdown(pairs: dict, version: str, scorecam: dict) -> list[str]:
     for ours, p in pairs.items():
         target = GRADCAM_SPEEDUP_TARGET if ours == "gradcam" else 1.0
         ok = p["speedup_median"] >= target if ours == "gradcam" else p["speedup_median"] > target
-        verdict = (">= " if ours == "gradcam" else "> ") + f"{target} " + (
-            "ok" if ok else "**missed**"
+        verdict = (
+            (">= " if ours == "gradcam" else "> ") + f"{target} " + ("ok" if ok else "**missed**")
         )
         lines.append(
             f"| {ours} | {p['peer']} | {p['ours_x_predict']:.2f} | {p['peer_x_predict']:.2f} | "
