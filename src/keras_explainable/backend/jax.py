@@ -164,12 +164,19 @@ class _ShardedRunner:
         self._variables = variables
         self._jitted: dict = {}  # out sharding -> jitted function
         self._placed: dict = {}  # variable position -> (value, sharding, placed value)
+        self._layouts_of = None  # (distribution, the variables' shardings under it)
+
+    def _layouts(self, distribution):
+        if self._layouts_of is None or self._layouts_of[0] is not distribution:
+            layouts = [distribution.get_variable_layout(v).backend_layout for v in self._variables]
+            self._layouts_of = (distribution, layouts)
+        return self._layouts_of[1]
 
     def _values(self, distribution):
         values = []
-        for position, variable in enumerate(self._variables):
+        layouts = self._layouts(distribution)
+        for position, (variable, layout) in enumerate(zip(self._variables, layouts)):
             value = variable.value
-            layout = distribution.get_variable_layout(variable).backend_layout
             cached = self._placed.get(position)
             if cached is None or cached[0] is not value or cached[1] != layout:
                 placed = _place(value, layout)
@@ -183,15 +190,14 @@ class _ShardedRunner:
         if jitted is None:
             jitted = jax.jit(self._stateless, out_shardings=plan.sharding)
             self._jitted[plan.sharding] = jitted
-        rows = None
+        rows = next((int(a.shape[0]) for a in args if a is not None), None)
+        padded = round_up(_largest_across_processes(rows or 0), plan.local_shards)
         batch = []
         for arg in args:
             if arg is None:
                 batch.append(None)
                 continue
             arg = jnp.asarray(arg)
-            rows = arg.shape[0] if rows is None else rows
-            padded = round_up(arg.shape[0], plan.local_shards)
             if padded != arg.shape[0]:
                 widths = [(0, padded - arg.shape[0])] + [(0, 0)] * (arg.ndim - 1)
                 arg = jnp.pad(arg, widths, mode="edge")
@@ -208,6 +214,15 @@ def _place(value, sharding):
         host = np.asarray(value)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
     return jax.device_put(value, sharding)
+
+
+def _largest_across_processes(rows: int) -> int:
+    """The most rows any process holds this step: every process must pass one shape."""
+    if jax.process_count() == 1:
+        return rows
+    from jax.experimental import multihost_utils
+
+    return int(np.max(multihost_utils.process_allgather(np.int32(rows))))
 
 
 def _global_batch(local, sharding):
