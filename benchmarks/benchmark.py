@@ -101,8 +101,9 @@ CHUNK_SIZES = {"scorecam": 8, "ablationcam": 8, "occlusion": 16, "rise": 16}
 # The settings of the costly methods for ``--methods all``, per model. ResNet50V2's last block
 # has 2048 channels and its inputs 224 x 224 pixels: Score-CAM over every channel, occlusion
 # with 8-pixel windows every 4 pixels (3025 windows) or RISE with 256 masks would take hours
-# on a small CPU, so they run with fewer perturbations there (stated in the tables), and
-# are compared with the limit of that many perturbations.
+# on a small CPU, so they run with few perturbations there (stated in the tables), and
+# are compared with the limit of that many perturbations; integrated gradients and
+# SmoothGrad, which cost one gradient per copy, run with few copies too.
 SETTINGS = {
     "small": {
         "ig_steps": 16,
@@ -112,12 +113,12 @@ SETTINGS = {
         "rise_masks": 256,
         "ablationcam": True,
     },
-    "resnet50v2": {
-        "ig_steps": 8,
-        "smooth_repetitions": 4,
-        "scorecam_channels": 16,  # top_n: Faster Score-CAM over (about) 16 channels
-        "occlusion": {"window": 56, "stride": 56},  # 16 windows
-        "rise_masks": 16,
+    "resnet50v2": {  # a few copies / perturbations: their cost per copy is what is measured
+        "ig_steps": 4,
+        "smooth_repetitions": 2,
+        "scorecam_channels": 8,  # top_n: Faster Score-CAM over (about) 8 channels
+        "occlusion": {"window": 112, "stride": 112},  # 4 windows
+        "rise_masks": 8,
         # Eager PyTorch reruns the whole network for each of the 2048 ablations (hours);
         # compiled TF/JAX rerun only the head (the layers before the ablation are dead code).
         "ablationcam": BACKEND != "torch",
