@@ -115,6 +115,8 @@ def _active_strategy():
     if not tf.distribute.has_strategy() or not tf.distribute.in_cross_replica_context():
         return None  # no scope, or already inside a replica: run as is
     strategy = tf.distribute.get_strategy()
+    if isinstance(strategy, tf.distribute.experimental.ParameterServerStrategy):
+        return None  # its replicas run through a ClusterCoordinator, not strategy.run
     if len(strategy.extended.worker_devices) <= 1:
         return None
     return strategy
