@@ -69,6 +69,10 @@ def _thread_limit(argv):
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
             os.environ[name] = str(threads)
         os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+        # LAPACK calls (Eigen-CAM's SVD on JAX goes through scipy's OpenBLAS) on tiny
+        # matrices: OpenBLAS' spinning threads made them 10-100x slower and erratic on a
+        # busy machine (0.05 s -> 0.3-9 s per call), so they get one thread.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         if threads == 1:  # XLA:CPU has no thread-count flag, only "one thread or all"
             flags = os.environ.get("XLA_FLAGS", "")
             os.environ["XLA_FLAGS"] = (
