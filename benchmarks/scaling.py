@@ -13,7 +13,7 @@ K = 16 channels of highest variance, ``top_n``, 8 masked inputs per pass):
 - ``U``: units explained per sample (1, 2, 4, 8);
 - ``K``: Score-CAM's masked passes per sample (8, 16, 32, 64) and RISE's masks
   (64, 128, 256; a cost per mask like Score-CAM's, for comparison);
-- ``size``: the input's side (32, 64, 128, 256).
+- ``size``: the input's side (32, 64, 128).
 
 At each point ``model.predict``, the compiled forward step and the methods are called once
 (compiling), then ``--repeats`` interleaved rounds are timed; the tables give medians (with
@@ -42,7 +42,7 @@ AXES = {
     "N": ("batch", (1, 4, 16, 64)),
     "U": ("units", (1, 2, 4, 8)),
     "K": ("k", (8, 16, 32, 64)),
-    "size": ("size", (32, 64, 128, 256)),
+    "size": ("size", (32, 64, 128)),
 }
 RISE_MASKS = (64, 128, 256)
 CHUNK = 8
