@@ -131,7 +131,9 @@ class Source:
                     f"`x` is empty (shape {self._x.shape}): there is nothing to explain. Pass "
                     "at least one sample."
                 )
-            self.batch_size = min(batch_size or 32, self.num_samples)
+            # The default shrinks to a small array (no padding to 32 for one sample); an
+            # explicit batch_size is kept, so calls of any length share one compiled step.
+            self.batch_size = batch_size or min(32, self.num_samples)
             self.num_batches = -(-self.num_samples // self.batch_size)
             if steps is not None:
                 self.num_batches = min(self.num_batches, steps)

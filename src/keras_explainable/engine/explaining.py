@@ -646,7 +646,8 @@ def _run(
         scores, maps = step(
             ops.convert_to_tensor(xb), None if units is None else ops.convert_to_tensor(units)
         )
-        scores = ops.convert_to_numpy(scores)[:rows]
+        # A copy of the few scores, not a view that would keep the batch's buffer alive.
+        scores = np.array(ops.convert_to_numpy(scores)[:rows])
         maps = ops.convert_to_numpy(maps)[:rows]
         all_scores.append(scores)
         if keep_maps:
