@@ -55,7 +55,9 @@ def _write_inputs(path: str, count: int) -> None:
     """A ``(count, 64, 64, 3)`` float32 ``.npy`` on disk, written a chunk at a time."""
     import numpy as np
 
-    array = np.lib.format.open_memmap(path, mode="w+", dtype="float32", shape=(count, SIDE, SIDE, 3))
+    array = np.lib.format.open_memmap(
+        path, mode="w+", dtype="float32", shape=(count, SIDE, SIDE, 3)
+    )
     for start in range(0, count, 500):
         array[start : start + 500] = _images(start, min(start + 500, count))
     array.flush()
@@ -195,7 +197,7 @@ def main(argv=None) -> None:
             "",
             "Grad-CAM of a small CNN on 64 x 64 x 3 images, one unit per image, batches of "
             f"{BATCH} (the last one ragged), each case in a fresh process "
-            "(`benchmarks/streaming_memory.py`). Peak RSS is `ru_maxrss`; \"after warm-up\" is "
+            '(`benchmarks/streaming_memory.py`). Peak RSS is `ru_maxrss`; "after warm-up" is '
             "measured once the model is built and the step compiled, and growth is the "
             "difference. For scale: "
             + "; ".join(

@@ -492,9 +492,12 @@ def explain(
             ``x`` or ``(x, units)``.
         y: the units to explain: ``(samples, units)`` integers, ``(samples,)``
             (one unit per sample) or ``None`` (every unit).
-        batch_size: samples per step (default 32 for arrays; for datasets, the
-            size of their first batch). A dataset batched otherwise is re-batched
-            to ``batch_size``, so every step but the last is full.
+        batch_size: samples per step (default: 32 for arrays, or all the
+            samples of a shorter array; for datasets, the size of their first
+            batch). A dataset batched otherwise is re-batched to ``batch_size``,
+            so every step but the last is full. A ``batch_size`` given is kept
+            even for fewer samples (the batch is padded), so calls on inputs of
+            any length reuse one compiled step.
         verbose: ``"auto"``/``1``/``2`` show a ``keras.utils.Progbar``, ``0`` is
             silent.
         steps: the number of batches to draw (from a dataset or generator: its
@@ -539,8 +542,9 @@ def explain(
         ValueError: inputs of the wrong rank or shape, empty or non-finite
             inputs, ``y`` out of range or with the wrong number of rows, a model
             that cannot run on ``x``; a ``maps_file`` without the ``.npy``
-            suffix, in a folder that does not exist, or that already exists. Errors raised by the method while the step
-            is traced are re-raised as they were, not wrapped by the framework.
+            suffix, in a folder that does not exist, or that already exists.
+            Errors raised by the method while the step is traced are re-raised
+            as they were, not wrapped by the framework.
 
     Example:
         >>> scores, maps = ke.explain(
