@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import stat
 import tracemalloc
 
 import keras
@@ -94,6 +95,10 @@ def test_maps_file_from_an_array_equals_the_in_memory_run(model, x, units, refer
     assert maps.shape == (N, models.H, models.W, 2)
     assert_identical((scores, maps), reference)
     assert_valid_npy(str(path), reference[1])
+    saved = tmp_path / "saved" / "maps.npy"  # the same permissions as a file of np.save
+    saved.parent.mkdir()
+    np.save(saved, reference[1])
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(saved.stat().st_mode)
 
 
 def test_maps_file_from_a_generator_of_unknown_length(model, x, units, reference, tmp_path):

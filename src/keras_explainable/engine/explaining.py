@@ -5,8 +5,8 @@ from __future__ import annotations
 import collections
 import os
 import re
+import secrets
 import struct
-import tempfile
 import warnings
 import weakref
 from collections.abc import Callable
@@ -401,6 +401,9 @@ def _npy_header(dtype: np.dtype, shape: tuple, length: int | None = None) -> byt
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(text)) + text.encode("latin1")
 
 
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
 class _MapsWriter:
     """Writes maps batch by batch into a ``.npy`` file; memory stays one batch.
 
@@ -417,9 +420,17 @@ class _MapsWriter:
         self._dtype = None
         self._sample_shape = None
         self._header_length = None
-        handle, self._temporary = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=".partial", dir=path.parent
-        )
+        # Created like np.save's files (0o666 less the umask), unlike mkstemp's 0o600.
+        for _ in range(100):
+            temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
+            try:
+                handle = os.open(temporary, _CREATE_FLAGS, 0o666)
+                break
+            except FileExistsError:
+                continue
+        else:  # pragma: no cover - 100 collisions of 32 random bits
+            raise FileExistsError(f"Could not create a temporary file next to '{path}'.")
+        self._temporary = temporary
         self._file = os.fdopen(handle, "wb")
 
     def write(self, maps: np.ndarray) -> None:
