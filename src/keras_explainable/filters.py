@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from keras import ops
 
+from ._precision import widen
+
 SPATIAL_AXIS = (-3, -2)
 
 _EPSILON = 1e-12
@@ -23,6 +25,9 @@ def normalize(x, axis=SPATIAL_AXIS):
     """Min-max normalize each map to ``[0, 1]`` over ``axis``.
 
     A constant map (``max == min``) becomes all zeros instead of NaN.
+    float16 / bfloat16 maps are normalized in float32 (their range
+    ``max - min`` can overflow float16, and the guard against a zero range
+    rounds to 0 in it) and returned in their own dtype.
 
     Args:
         x: maps, ``(batch, *spatial, units)``.
@@ -33,10 +38,12 @@ def normalize(x, axis=SPATIAL_AXIS):
     """
     x = ops.convert_to_tensor(x)
     axis = tuple(axis) if isinstance(axis, (list, tuple)) else axis
-    lowest = ops.min(x, axis=axis, keepdims=True)
-    highest = ops.max(x, axis=axis, keepdims=True)
-    scaled = (x - lowest) / ops.maximum(highest - lowest, _EPSILON)
-    return ops.clip(scaled, 0.0, 1.0)  # compilers may reorder the arithmetic by an ulp
+    values = widen(x)
+    lowest = ops.min(values, axis=axis, keepdims=True)
+    highest = ops.max(values, axis=axis, keepdims=True)
+    scaled = (values - lowest) / ops.maximum(highest - lowest, _EPSILON)
+    scaled = ops.clip(scaled, 0.0, 1.0)  # compilers may reorder the arithmetic by an ulp
+    return scaled if values is x else ops.cast(scaled, x.dtype)
 
 
 def positive(x, axis=SPATIAL_AXIS):

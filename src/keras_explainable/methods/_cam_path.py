@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 from keras import ops
 
 from .. import backend, inspection
-from ._common import as_indices, as_inputs, positive_axes, unit_selector
+from ._common import as_indices, as_inputs, positive_axes, unit_selector, widen
 
 
 def _single_activation(model, inputs):
@@ -68,6 +68,9 @@ def _class_activation_map(
 ):
     """The one CAM path: record ``A`` (and ``g``), weigh, combine.
 
+    The rules see ``A`` and ``g`` in float32 when the model computes in
+    float16/bfloat16 (mixed precision), and as they are otherwise.
+
     ``weigh(signal)`` returns the weights, or ``(weights, activations)`` when
     the map combines other activations than the recorded ones (a subset of
     channels, centred activations).
@@ -83,6 +86,10 @@ def _class_activation_map(
         outputs, values = backend.forward(model, inputs, taps=taps)
         scores, activations, grads = select(outputs, values), values[0], None
     axes = _spatial_activation_axes(activations, spatial_axis)
+    # Mixed precision: the rules sum over positions, take powers and SVDs, which
+    # overflow (or do not exist) in float16/bfloat16; they work on float32 copies.
+    activations = widen(activations)
+    grads = None if grads is None else widen(grads)
     signal = _Signal(
         model, inputs, tuple(taps), scores, activations, grads, axes, spatial_axis,
         indices, indices_axis, indices_batch_dims,
@@ -103,8 +110,11 @@ def combine(activations, weights):
 
     Returns:
         ``sum_k weights[..., k, u] * activations[..., k]``, shaped
-        ``(batch, *spatial, units)``.
+        ``(batch, *spatial, units)``, in float32 when ``activations`` are
+        float16/bfloat16 (the sum is computed in float32), otherwise in the
+        dtype of ``activations``.
     """
+    activations = widen(activations)  # a float16 channel sum overflows past 65504
     weights = ops.cast(weights, activations.dtype)
     if len(weights.shape) == len(activations.shape) + 1:  # position-wise
         return ops.sum(ops.expand_dims(activations, -1) * weights, axis=-2)

@@ -11,7 +11,7 @@ from .. import backend, inspection
 from .._taps import tapped
 from ..filters import SPATIAL_AXIS
 from ._cam_path import _class_activation_map, _safe_divide
-from ._common import positive_axes
+from ._common import positive_axes, widen
 
 
 def _check_count(name, value, allow_none=False):
@@ -25,16 +25,18 @@ def _select_repeated(signal, outputs, repeats, transform=None):
     """The explained units of outputs computed on ``repeats`` copies of each sample.
 
     ``outputs`` come from a batch ordered sample-major (``batch * repeats``
-    rows); the result is ``(batch, repeats, units)``.
+    rows); the result is ``(batch, repeats, units)``, float32 for a
+    mixed-precision model (a ``transform`` such as a softmax over the classes
+    sees float32 logits).
     """
     logits = inspection.first_output(outputs)
     if transform is not None:
-        logits = transform(logits)
+        logits = transform(widen(logits))
     chosen = signal.indices
     if chosen is not None and signal.indices_batch_dims != 0:
         chosen = ops.repeat(chosen, repeats, axis=0)
     units = inspection.gather_units(logits, chosen, signal.indices_axis, signal.indices_batch_dims)
-    return ops.reshape(units, (-1, repeats, signal.units))
+    return ops.reshape(widen(units), (-1, repeats, signal.units))
 
 
 def _in_chunks(run, num_chunks: int, chunk: int, like):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from keras import ops
 
 from .. import inspection
+from .._precision import widen
 
 
 def as_inputs(inputs):
@@ -20,12 +21,19 @@ def as_indices(indices):
 
 
 def unit_selector(indices, indices_axis=-1, indices_batch_dims=-1):
-    """A ``score_fn`` for the backends: the explained units of the first output."""
+    """A ``score_fn`` for the backends: the explained units of the first output.
+
+    Scores of a mixed-precision model come out as float32 (see
+    :mod:`keras_explainable._precision`): the backends differentiate the
+    widened scores, so every method sees float32 scores and seeds its backward
+    pass with float32 cotangents.
+    """
 
     def select(outputs, tap_values):
         del tap_values
         logits = inspection.first_output(outputs)
-        return inspection.gather_units(logits, indices, indices_axis, indices_batch_dims)
+        # gather first, then widen: only the explained units are cast
+        return widen(inspection.gather_units(logits, indices, indices_axis, indices_batch_dims))
 
     return select
 

@@ -29,6 +29,7 @@ from ._common import (
     tile_indices,
     ungroup,
     unit_selector,
+    widen,
 )
 
 
@@ -75,7 +76,7 @@ def gradients(
         unit_selector(as_indices(indices), indices_axis, indices_batch_dims),
         wrt_inputs=True,
     )
-    grads = result.input_gradients  # (batch, *spatial, channels, units)
+    grads = widen(result.input_gradients)  # (batch, *spatial, channels, units)
     maps = ops.mean(gradient_filter(grads), axis=-2)
     return result.scores, maps
 
@@ -122,7 +123,7 @@ def gradients_x_inputs(
         unit_selector(as_indices(indices), indices_axis, indices_batch_dims),
         wrt_inputs=True,
     )
-    grads = result.input_gradients  # (batch, *spatial, channels, units)
+    grads = widen(result.input_gradients)  # (batch, *spatial, channels, units)
     maps = ops.sum(grads * ops.cast(inputs, grads.dtype)[..., None], axis=-2)
     return result.scores, maps
 
@@ -271,7 +272,8 @@ def integrated_gradients(
             ),
             wrt_inputs=True,
         )
-        grads = ungroup(result.input_gradients, count)  # (count, batch, ..., channels, units)
+        # (count, batch, ..., channels, units); float16 inputs: accumulate in float32
+        grads = ungroup(widen(result.input_gradients), count)
         weight = ops.reshape(
             ops.cast(weight, grads.dtype), (count,) + (1,) * (len(grads.shape) - 1)
         )
@@ -478,9 +480,12 @@ def full_gradient_decomposition(
             differentiate=tuple(range(len(taps))),
             wrt_inputs=True,
         )
-    input_term = result.input_gradients * ops.cast(inputs, result.input_gradients.dtype)[..., None]
+    input_grads = widen(result.input_gradients)
+    input_term = input_grads * ops.cast(inputs, input_grads.dtype)[..., None]
     bias_terms = []
     for tap, bias, value, grads in zip(taps, biases, result.tap_values, result.tap_gradients):
+        # a mixed-precision layer's gradient is float16/bfloat16: its terms are float32
+        grads = widen(grads)
         bias = ops.cast(ops.convert_to_tensor(bias), grads.dtype)
         value_shape = tuple(value.shape)
         if (

@@ -26,6 +26,7 @@ from ._common import (
     tile_batch,
     tile_indices,
     ungroup,
+    widen,
 )
 
 _NOISE_TYPES = ("relative", "absolute")
@@ -205,6 +206,7 @@ def smooth(
             if copies:
                 noisy_maps.append(maps)
         stacked = noisy_maps[0] if len(noisy_maps) == 1 else ops.concatenate(noisy_maps, axis=0)
+        stacked = widen(stacked)  # squares and means of float16 maps overflow
         if aggregation == "mean":
             maps = ops.mean(stacked, axis=0)
         elif aggregation == "square":
@@ -326,7 +328,7 @@ def tta(method, scales=(0.5, 1.5, 2.0), hflip: bool = True, resize_method: str =
                     f"tta needs maps with the inputs' spatial axes; the method returned maps "
                     f"of shape {tuple(maps.shape)} for inputs of shape {tuple(batch.shape)}."
                 )
-            maps = ungroup(maps, copies)
+            maps = ungroup(widen(maps), copies)  # float16 maps: sum the passes in float32
             views = [maps[0]]
             if hflip:
                 views.append(ops.flip(maps[1], axis=last))
