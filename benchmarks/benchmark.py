@@ -339,7 +339,7 @@ def perturbations_per_sample(model, x, settings):
     return counts
 
 
-def limit_cases(model, x, settings, jit_compile=None):
+def limit_cases(model, x, settings, jit_compile=None, methods=None):
     """The forward passes a perturbation method cannot avoid, compiled like our step.
 
     For ``N`` perturbations per sample at ``chunk_size`` per pass: ``ceil(N / chunk_size)``
@@ -351,6 +351,8 @@ def limit_cases(model, x, settings, jit_compile=None):
     counts = perturbations_per_sample(model, x, settings)
     cases, limits = {}, {}
     for method, count in counts.items():
+        if methods is not None and method not in methods:
+            continue
         chunk = min(CHUNK_SIZES[method], count)
         passes = -(-count // chunk)
         rows = len(x) * chunk
@@ -444,6 +446,11 @@ def run(args):
         peer_scorecam = {"max_n": max_n, "k": k, "top_n": settings["scorecam_channels"]}
     if args.methods == "all":
         cases = all_cases(model, x, y, args.batch, settings, args.jit_compile)
+        if args.only:
+            unknown = set(args.only) - set(cases)
+            if unknown:
+                raise SystemExit(f"--only: unknown methods {sorted(unknown)}; known: {list(cases)}")
+            cases = {n: f for n, f in cases.items() if n == "predict" or n in args.only}
         _fit_step_cache(len(cases) + 4)
     else:
         cases = public_cases(model, x, y, args.batch, args.jit_compile)
@@ -480,7 +487,7 @@ def run(args):
         first_calls(list(extra))
     limits = {}
     if args.methods == "all":
-        extra, limits = limit_cases(model, x, settings, args.jit_compile)
+        extra, limits = limit_cases(model, x, settings, args.jit_compile, methods=cases)
         cases.update(extra)
         first_calls(list(extra))
     for _ in range(args.warmup - 1):
@@ -708,6 +715,13 @@ def main(argv=None):
         help="scorecam top_n for --methods all (0: every channel; default per model, see SETTINGS)",
     )
     parser.add_argument(
+        "--only",
+        type=lambda text: [m.strip() for m in text.split(",") if m.strip()],
+        default=None,
+        help="with --methods all: time only these methods (comma-separated), e.g. to keep a "
+        "run on a big model short",
+    )
+    parser.add_argument(
         "--no-peers",
         dest="peers",
         action="store_false",
@@ -743,7 +757,7 @@ def main(argv=None):
     if args.jit_compile is not None:
         stem += "-xla" if args.jit_compile else "-noxla"
     if args.methods == "all":
-        stem += "-all"
+        stem += "-all" if not args.only else "-some"
     with open(os.path.join(args.results_dir, f"{stem}.json"), "w") as file:
         json.dump(report, file, indent=2)
     md_path = os.path.join(args.results_dir, f"{stem}.md")
