@@ -101,6 +101,8 @@ class Source:
         num_batches: the number of batches, when known.
         num_samples: the number of samples, when known.
         batch_size: the size every batch is cut or padded to.
+        requested_batch_size: the ``batch_size`` asked for (arrays: 32 by default),
+            which ``batch_size`` is smaller than for a shorter array.
     """
 
     def __init__(self, x, y=None, batch_size=None, steps=None):
@@ -131,9 +133,11 @@ class Source:
                     f"`x` is empty (shape {self._x.shape}): there is nothing to explain. Pass "
                     "at least one sample."
                 )
-            # The default shrinks to a small array (no padding to 32 for one sample); an
-            # explicit batch_size is kept, so calls of any length share one compiled step.
-            self.batch_size = batch_size or min(32, self.num_samples)
+            # A short array is one batch of its own length (no padding of 4 samples to 32);
+            # the engine pads it further only to reuse a step already compiled for a size
+            # up to the requested one (`requested_batch_size`).
+            self.batch_size = min(batch_size or 32, self.num_samples)
+            self.requested_batch_size = batch_size or 32
             self.num_batches = -(-self.num_samples // self.batch_size)
             if steps is not None:
                 self.num_batches = min(self.num_batches, steps)
@@ -142,6 +146,7 @@ class Source:
 
         self._x = x
         self.batch_size = batch_size  # None: the first batch's size
+        self.requested_batch_size = batch_size
         rebatched = batch_size is not None
         if isinstance(x, keras.utils.PyDataset):
             self._kind = "pydataset"

@@ -103,6 +103,10 @@ class CompiledStep:
             self._failure = error  # the original, before the framework wraps it
             raise
 
+    def signatures(self) -> list:
+        """The ``(inputs, indices)`` signatures compiled so far: ``(shape, dtype)`` each."""
+        return list(self._compiled)
+
     def __call__(self, inputs, indices):
         self.calls += 1
         signature = (_signature(inputs), _signature(indices))
@@ -122,6 +126,29 @@ class CompiledStep:
             raise failure.with_traceback(failure.__traceback__) from None
         finally:
             self._failure = None
+
+
+def _padded_size(step, source, xb, units) -> int:
+    """The rows every batch is padded to: the source's batch size, or a larger one
+    (at most the requested ``batch_size``) for which ``step`` is already compiled.
+
+    An array shorter than ``batch_size`` runs as one batch of its own length, so 4
+    samples don't pay for 32; but when the step was compiled for a size between the
+    two, padding to it costs less than tracing again.
+    """
+    size = source.batch_size
+    limit = source.requested_batch_size
+    if not limit or size >= limit or not backend.is_compiled_per_shape():
+        return size
+    columns = None if units is None else units.shape[1:]
+    sizes = [
+        inputs[0][0]
+        for inputs, indices in step.signatures()
+        if inputs[0][1:] == tuple(xb.shape[1:])
+        and (None if indices is None else indices[0][1:]) == columns
+        and size <= inputs[0][0] <= limit
+    ]  # fmt: skip
+    return min(sizes, default=size)
 
 
 def _signature(tensor):
@@ -506,9 +533,10 @@ def explain(
         batch_size: samples per step (default: 32 for arrays, or all the
             samples of a shorter array; for datasets, the size of their first
             batch). A dataset batched otherwise is re-batched to ``batch_size``,
-            so every step but the last is full. A ``batch_size`` given is kept
-            even for fewer samples (the batch is padded), so calls on inputs of
-            any length reuse one compiled step.
+            so every step but the last is full (the last is padded). An array
+            shorter than ``batch_size`` is one batch of its own length, padded
+            up to a size the cached step was already compiled for (at most
+            ``batch_size``), so short calls after long ones don't retrace.
         verbose: ``"auto"``/``1``/``2`` show a ``keras.utils.Progbar``, ``0`` is
             silent.
         steps: the number of batches to draw (from a dataset or generator: its
@@ -653,7 +681,8 @@ def _run(
             )
         if callback_list:
             callback_list.on_predict_batch_begin(index)
-        size = source.batch_size
+        if index == 0:
+            size = _padded_size(step, source, xb, units)
         # One batch at a time: a memory-mapped `x` is read (and converted) a batch at
         # a time, never copied whole.
         xb = pad_to(xb.astype(_float_dtype(xb), copy=False), size)
