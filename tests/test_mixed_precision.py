@@ -50,11 +50,14 @@ META = ("smooth_gradients", "tta_gradcam")
 PER_LAYER = ("gradients", "full_gradients", "gradcampp", "eigencam", "scorecam", "occlusion")
 
 # (variant, how close the maps must be): pearson correlation of the whole set of
-# normalized maps, the mean absolute difference, and the scores' relative error
+# normalized maps, their mean absolute difference, and the scores' error relative to
+# the largest score. Measured (torch and TensorFlow, CPU): float16 corr >= 0.9995, mean
+# difference <= 0.0025, scores 3e-4; bfloat16 (8 bits of mantissa) corr >= 0.995, mean
+# difference <= 0.011, scores 7e-3. The bounds leave a margin of 2-5x.
 VARIANTS = {
-    "mixed_float16": dict(corr=0.99, mean_abs=0.02, score_rtol=5e-3),
-    "mixed_bfloat16": dict(corr=0.97, mean_abs=0.05, score_rtol=3e-2),
-    "per_layer_float16": dict(corr=0.99, mean_abs=0.02, score_rtol=5e-3),
+    "mixed_float16": dict(corr=0.995, mean_abs=0.01, score_rtol=2e-3),
+    "mixed_bfloat16": dict(corr=0.98, mean_abs=0.03, score_rtol=2e-2),
+    "per_layer_float16": dict(corr=0.995, mean_abs=0.01, score_rtol=2e-3),
 }
 
 
