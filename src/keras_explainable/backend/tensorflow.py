@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import tensorflow as tf
 
 from .._taps import check_recorded, recorded, tapped
@@ -93,7 +95,13 @@ def compile(fn, model, jit_compile=False):
         A callable with the signature of ``fn``.
     """
     del model
-    single = tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True)
+
+    # TensorFlow counts traces per code object and warns of "retracing" when the
+    # steps of many methods (which share CompiledStep._step) trace once each; a
+    # partial has no code object of its own, so each compiled step counts alone.
+    single = tf.function(
+        functools.partial(fn), jit_compile=bool(jit_compile), reduce_retracing=True
+    )
     replicated: dict = {}  # strategy -> its tf.function
 
     def run(*args):
