@@ -248,3 +248,11 @@ def test_resnet50v2_gradcam_inside_a_residual_block_matches_finite_differences(f
     np.testing.assert_allclose(
         _np(raw)[..., 0], np.einsum("bhwk,bk->bhw", activation, weights), rtol=1e-6, atol=1e-9
     )
+
+
+def test_cam_with_a_logits_layer_without_kernel_says_what_to_pass():
+    model = models.gap_dense_cnn()
+    x = models.inputs(2)
+    pooling = ke.inspection.get_global_pooling_layer(model)
+    with pytest.raises(ValueError, match=f"'{pooling.name}'.*has none.*logits_layer="):
+        ke.methods.cams.cam(model, x, np.array([[0], [1]]), logits_layer=pooling.name)

@@ -289,6 +289,14 @@ def _classifier_kernel(model, logits_layer):
             logits_layer = inspection.get_logits_layer(model)
     elif not hasattr(logits_layer, "kernel"):
         logits_layer = inspection.get_nested_layer(model, logits_layer)
+    if getattr(logits_layer, "kernel", None) is None:
+        name = getattr(logits_layer, "name", logits_layer)
+        raise ValueError(
+            f"CAM weighs the activations with the classifier's kernel, but '{name}' "
+            f"({type(logits_layer).__name__}) has none. Pass logits_layer= the Dense or 1x1 "
+            "Conv layer after the global pooling (or expose it), or use ke.gradcam, which "
+            "needs no classifier weights."
+        )
     kernel = ops.convert_to_tensor(logits_layer.kernel)
     if len(kernel.shape) != 2:
         if any(d != 1 for d in kernel.shape[:-2]):
