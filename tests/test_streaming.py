@@ -29,26 +29,10 @@ from keras_explainable.engine import explaining
 
 try:  # tests/ as a package (python -m pytest) or as a rootdir-relative path (pytest)
     from tests import models
+    from tests.test_engine_inputs import BATCH, N, model, units, x  # noqa: F401 (fixtures)
 except ImportError:
     import models
-
-N = 10
-BATCH = 4
-
-
-@pytest.fixture
-def model():
-    return models.gap_dense_cnn()
-
-
-@pytest.fixture
-def x():
-    return models.inputs(N, seed=3)
-
-
-@pytest.fixture
-def units():
-    return np.stack([np.arange(N) % models.CLASSES, (np.arange(N) + 2) % models.CLASSES], axis=1)
+    from test_engine_inputs import BATCH, N, model, units, x  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
