@@ -25,14 +25,13 @@ import pytest
 
 import keras_explainable as ke
 from keras_explainable import backend
-from keras_explainable.engine import explaining
 
 try:  # tests/ as a package (python -m pytest) or as a rootdir-relative path (pytest)
     from tests import models
-    from tests.test_engine_inputs import BATCH, N, model, units, x  # noqa: F401 (fixtures)
+    from tests.test_engine_inputs import BATCH, N, gradcam_step, model, units, x  # noqa: F401
 except ImportError:
     import models
-    from test_engine_inputs import BATCH, N, model, units, x  # noqa: F401 (fixtures)
+    from test_engine_inputs import BATCH, N, gradcam_step, model, units, x  # noqa: F401
 
 
 @pytest.fixture
@@ -239,16 +238,6 @@ def test_memory_stays_bounded_with_maps_file(tmp_path):
 
 
 # ------------------------------------------------------------------ retracing
-
-
-def gradcam_step(model):
-    return explaining.get_step(
-        model,
-        ke.methods.cams.gradcam,
-        spatial_axis=(-3, -2),
-        postprocessing=ke.filters.positive_normalize,
-        resizing=True,
-    )
 
 
 def test_no_retrace_after_warm_up_with_ragged_batches_and_repeated_calls(
