@@ -191,6 +191,19 @@ def test_a_failure_midway_leaves_no_file(model, x, units, tmp_path):
     assert os.listdir(tmp_path) == []  # neither maps.npy nor the partial file
 
 
+def test_a_file_created_while_explaining_is_not_overwritten(model, x, units, tmp_path):
+    path = tmp_path / "maps.npy"
+
+    class Intruder(keras.callbacks.Callback):
+        def on_predict_end(self, logs=None):  # runs before the maps file is put in place
+            path.write_bytes(b"someone else's")
+
+    with pytest.raises(ValueError, match="created by something else.*never overwrites"):
+        ke.gradcam(model, x, units, verbose=0, maps_file=path, callbacks=[Intruder()])
+    assert path.read_bytes() == b"someone else's"
+    assert os.listdir(tmp_path) == ["maps.npy"]  # no partial file left either
+
+
 # ------------------------------------------------------------- bounded memory
 
 SIDE, UNITS = 32, 10  # maps of 40 KiB per sample (every unit): they dominate a batch

@@ -481,7 +481,17 @@ class _MapsWriter:
         self._file.seek(0)
         self._file.write(header)
         self._file.close()
-        os.replace(self._temporary, self.path)
+        try:  # a hard link fails on an existing file: a file made meanwhile is kept
+            os.link(self._temporary, self.path)
+        except FileExistsError:
+            raise ValueError(
+                f"`maps_file` '{self.path}' was created by something else while explaining; "
+                "explain never overwrites a file. Pick another name."
+            ) from None
+        except (OSError, AttributeError, NotImplementedError):  # no hard links here
+            os.replace(self._temporary, self.path)
+        else:
+            os.remove(self._temporary)
         return np.load(self.path, mmap_mode="r")
 
     def abort(self) -> None:
