@@ -454,3 +454,87 @@ def test_the_model_is_left_untouched():
 def test_bad_parameters_are_explained(method, params, message):
     with pytest.raises(ValueError, match=message):
         method(models.gap_dense_cnn(), models.inputs(1), np.array([0]), **params)
+
+
+# ------------------------------------------------------------- Ablation-CAM's head
+
+
+def _dropout_head_cnn():
+    """BatchNormalization and Dropout after the explained layer: the head must run them
+    in inference mode, as the model does."""
+    x = keras.Input((models.H, models.W, models.C))
+    h = layers.Conv2D(6, 3, padding="same", activation="relu", name="conv1")(x)
+    h = layers.Conv2D(8, 3, padding="same", activation="relu", name="features")(h)
+    h = layers.GlobalAveragePooling2D(name="gap")(h)
+    h = layers.BatchNormalization(name="bn")(h)
+    h = layers.Dropout(0.9, name="dropout")(h)
+    return models.set_seeded_weights(keras.Model(x, layers.Dense(5, name="logits")(h)))
+
+
+HEAD_CASES = {  # model, explained layer, whether only the layers after it can run
+    "gap": (models.gap_dense_cnn, None, True),
+    "batchnorm and dropout after it": (_dropout_head_cnn, "features", True),
+    "nested_sequential": (models.nested_sequential, None, True),  # the base model is the layer
+    "sequential_without_input": (models.sequential_without_input, None, True),
+    "skip connection crossing it": (models.residual_cnn, "inner", False),
+    "after the skip connection": (models.residual_cnn, "block_out", True),
+    "inside a nested model": (models.nested_functional, ("base", "features"), False),
+    "subclassed": (models.subclassed, None, False),
+}
+
+
+@pytest.mark.parametrize("case", HEAD_CASES)
+def test_ablationcam_runs_only_the_head_when_it_can(case, monkeypatch):
+    """The head (layers after the explained one) replaces the full rerun only where it
+    computes the same thing; both paths give the same maps."""
+    from keras_explainable import _head
+    from keras_explainable.methods import _cam_perturbation
+
+    builder, argument, separable = HEAD_CASES[case]
+    model = builder()
+    explained = model if argument is None else ke.inspection.expose(model, arguments=argument)
+    x = models.inputs(3)
+    units = np.array([1, 4, 2])
+    nodes_before = {id(layer): len(layer._inbound_nodes) for layer in model.layers}
+
+    built = []
+    real_head_after = _head.head_after
+
+    def spy(model_, tap):
+        head = real_head_after(model_, tap)
+        built.append(head)
+        return head
+
+    monkeypatch.setattr(_cam_perturbation, "head_after", spy)
+    _, maps = C.ablationcam(explained, x, units, chunk_size=3)
+    assert (built[0] is not None) == separable, built
+    if separable:  # the head holds none of the layers before the explained one
+        names = {layer.name for layer in built[0].layers}
+        assert {"gap", "logits"} <= names and not names & {"stem", "conv1", "base", "inner"}
+
+    monkeypatch.setattr(_cam_perturbation, "head_after", lambda model_, tap: None)
+    _, rerun = C.ablationcam(explained, x, units, chunk_size=3)
+    _assert_maps(_np(maps), _np(rerun))
+    # nothing about the user's model changed: no new graph nodes, no layer swapped
+    assert {id(layer): len(layer._inbound_nodes) for layer in model.layers} == nodes_before
+
+
+def test_ablationcam_head_is_not_used_when_the_tapped_input_has_other_readers():
+    """A tap on the pooling layer's input only changes what the pooling sees; when the
+    same tensor also feeds another branch, the head (which would change both) is not used."""
+    from keras_explainable import _head
+
+    x = keras.Input((models.H, models.W, models.C))
+    h = layers.Conv2D(6, 3, padding="same", activation="relu", name="features")(x)
+    pooled = layers.GlobalAveragePooling2D(name="gap")(h)
+    other = layers.GlobalMaxPooling2D(name="gmp")(h)
+    out = layers.Dense(5, name="logits")(layers.Concatenate()([pooled, other]))
+    model = models.set_seeded_weights(keras.Model(x, out))
+    inputs = models.inputs(2)
+    gap_input = ke.inspection.expose(model, arguments={"name": "gap", "link": "input"})
+    features = ke.inspection.expose(model, arguments="features")
+    assert _head.head_after(gap_input, gap_input.activation_taps[0]) is None
+    assert _head.head_after(features, features.activation_taps[0]) is not None
+    _, maps = C.ablationcam(gap_input, inputs, np.array([0, 3]))
+    _, whole = C.ablationcam(features, inputs, np.array([0, 3]))
+    assert not np.allclose(_np(maps), _np(whole))  # ablating only the pooled branch differs

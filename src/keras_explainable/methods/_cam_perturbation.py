@@ -8,6 +8,7 @@ from __future__ import annotations
 from keras import ops
 
 from .. import backend, inspection
+from .._head import head_after
 from .._taps import tapped
 from ..filters import SPATIAL_AXIS
 from ._cam_path import _class_activation_map, _safe_divide
@@ -247,15 +248,19 @@ def ablationcam(
     undivided. (Note the division flips the sign of every weight when
     ``y < 0``, as in the paper's formula.)
 
-    How the ablated scores are computed: the whole model runs again on copies
-    of the input while the explained layer's output is replaced by the ablated
-    activations (a tap, see ``ke.inspection``). So the layers after the tap see
-    the ablated channel and everything else sees the original values: a skip
-    connection crossing the explained layer carries its original value, which
-    is what zeroing the channel inside the model means. The price is that the
-    layers before the tap run again too (``K`` full forward passes instead of
-    ``K`` passes of the model's head). The ``K`` ablations of each sample run
-    ``chunk_size`` at a time in a ``keras.ops.fori_loop``, without gradients.
+    How the ablated scores are computed: when the model is a functional graph
+    in which everything after the explained layer depends on its output alone
+    (the usual case: the last convolution, then pooling and the classifier),
+    only those layers run on the ablated activations (the model's *head*,
+    built from the graph and sharing its weights). Otherwise (subclassed
+    models, a skip connection crossing the layer, a layer inside a nested
+    model) the whole model runs again on copies of the input while the
+    explained layer's output is replaced by the ablated activations (a tap,
+    see ``ke.inspection``): the layers after the tap see the ablated channel,
+    everything else the original values, which is what zeroing the channel
+    inside the model means; the price is ``K`` full forward passes. Either way
+    the ``K`` ablations of each sample run ``chunk_size`` at a time in a
+    ``keras.ops.fori_loop``, without gradients.
 
     Args:
         {args}
@@ -279,8 +284,22 @@ def ablationcam(
         channels = activations.shape[-1]
         rank = len(activations.shape)
         chunk, num_chunks = _chunking(channels, chunk_size)
-        copies = ops.repeat(signal.inputs, chunk, axis=0)  # sample-major
         every = ops.expand_dims(ops.arange(channels, dtype="int32"), 0)  # (1, K)
+        head = head_after(signal.model, signal.taps[0])
+        if head is None:  # rerun the whole model on copies, the tap replaced
+            copies = ops.repeat(signal.inputs, chunk, axis=0)  # sample-major
+
+            def scores_of(ablated):
+                def replace(position, value):
+                    del position
+                    return ops.cast(ablated, value.dtype)
+
+                with tapped(signal.taps, replace):
+                    return backend.forward(signal.model, copies)[0]
+        else:  # only the layers after the explained one
+
+            def scores_of(ablated):
+                return backend.forward(head, ops.cast(ablated, head.input_dtype))[0]
 
         def run(i):
             ablated_ids = i * chunk + ops.arange(chunk, dtype="int32")  # (chunk,)
@@ -290,14 +309,7 @@ def ablationcam(
             )
             ablated = ops.expand_dims(activations, 1) * keep  # (batch, chunk, *s, K)
             ablated = ops.reshape(ablated, (-1,) + tuple(activations.shape[1:]))
-
-            def replace(position, value):
-                del position
-                return ops.cast(ablated, value.dtype)
-
-            with tapped(signal.taps, replace):
-                outputs, _ = backend.forward(signal.model, copies)
-            return _select_repeated(signal, outputs, chunk)
+            return _select_repeated(signal, scores_of(ablated), chunk)
 
         ablated_scores = _in_chunks(run, num_chunks, chunk, signal.scores)[:, :channels]
         scores = ops.expand_dims(signal.scores, 1)
