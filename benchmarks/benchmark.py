@@ -541,6 +541,11 @@ def run(args):
             "cpus": os.cpu_count(),
             "threads": THREADS,
             "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+            "allocator": {  # glibc settings (README, Troubleshooting), when given
+                name: os.environ[name]
+                for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
+                if os.environ.get(name)
+            },
             "loadavg_before": load_before,
             "loadavg_after": load_after,
             "wall_s": time.perf_counter() - started,
@@ -587,7 +592,10 @@ def markdown(report) -> str:
         f"median of {report['repeats']} interleaved rounds; load average "
         f"{report['environment']['loadavg_before'][0]:.2f} -> "
         f"{report['environment']['loadavg_after'][0]:.2f} on {report['environment']['cpus']} "
-        f"CPUs; compute threads: {report['environment']['threads'] or 'default'}",
+        f"CPUs; compute threads: {report['environment']['threads'] or 'default'}; allocator: "
+        + (
+            " ".join(f"{k}={v}" for k, v in report["environment"]["allocator"].items()) or "default"
+        ),
         "",
         "| case | first call (s) | median (s) | min-max (s) | IQR | x predict (min-max) "
         "| x predict (best) | target |",
