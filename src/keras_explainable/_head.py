@@ -23,6 +23,7 @@ import weakref
 import keras
 
 from ._taps import Tap
+from .inspection import ExposedModel
 
 _HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -59,8 +60,6 @@ def _graph_tensor(container, tap: Tap, links=("output",)):
 
 def _explained_output(model):
     """``(graph owner, symbolic tensor)`` of what ``first_output(model(x))`` returns."""
-    from .inspection import ExposedModel  # inspection imports this module's callers
-
     if isinstance(model, ExposedModel):
         owner = model.explained_model
         return owner, _graph_tensor(owner, model.logits_tap, links=("output", "input"))
@@ -113,10 +112,10 @@ class Head:
         self.layers = list(function.operations)
 
     def __call__(self, values, training=False):
-        run = getattr(self.function, "_run_through_graph", None)
-        if run is None:  # a Keras without it: the layers' own defaults (inference)
-            return self.function(values)
-        return run(values, operation_fn=lambda operation: _in_mode(operation, training))
+        # What keras.Function.call runs, with ``training`` passed on as Functional does.
+        return self.function._run_through_graph(
+            values, operation_fn=lambda operation: _in_mode(operation, training)
+        )
 
 
 def head_after(model, tap: Tap):
