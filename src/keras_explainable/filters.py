@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from keras import ops
 
+from ._axes import SPATIAL_AXIS
 from ._precision import widen
-
-SPATIAL_AXIS = (-3, -2)
 
 _EPSILON = 1e-12
 

@@ -17,10 +17,10 @@ from typing import Any
 import keras
 from keras import ops
 
+from ._axes import SPATIAL_AXIS  # noqa: F401  (public: ke.inspection.SPATIAL_AXIS)
 from ._taps import Tap, check_recorded, recorded, tapped
 
 KERNEL_AXIS = -1
-SPATIAL_AXIS = (-3, -2)
 
 _POOLING_CLASSES = (
     keras.layers.GlobalAveragePooling1D,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from .methods._common import positive_axes
+from ._axes import positive_axes
 
 
 def resize(x, size, spatial_axis=(-3, -2), interpolation: str = "bilinear"):

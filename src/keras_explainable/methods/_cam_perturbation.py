@@ -8,9 +8,10 @@ from __future__ import annotations
 from keras import ops
 
 from .. import backend, inspection
+from .._axes import SPATIAL_AXIS
 from .._head import head_after
 from .._taps import tapped
-from ..filters import SPATIAL_AXIS
+from ..resizing import resize
 from ._cam_path import _class_activation_map, _safe_divide
 from ._common import positive_axes, widen
 
@@ -180,7 +181,6 @@ def scorecam(
     _check_count("top_n", top_n, allow_none=True)
     if softmax not in _SOFTMAX_MODES:
         raise ValueError(f"softmax must be one of {_SOFTMAX_MODES}; got {softmax!r}.")
-    from ..resizing import resize  # resizing imports this package: import when used
 
     def weigh(signal):
         activations = signal.activations

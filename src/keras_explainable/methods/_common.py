@@ -5,6 +5,7 @@ from __future__ import annotations
 from keras import ops
 
 from .. import inspection
+from .._axes import positive_axes  # noqa: F401  (re-exported for the methods)
 from .._precision import widen
 
 
@@ -36,22 +37,6 @@ def unit_selector(indices, indices_axis=-1, indices_batch_dims=-1):
         return widen(inspection.gather_units(logits, indices, indices_axis, indices_batch_dims))
 
     return select
-
-
-def positive_axes(spatial_axis, rank: int) -> tuple[int, ...]:
-    """``spatial_axis`` as positive axes of a rank-``rank`` tensor, validated."""
-    axes = (spatial_axis,) if isinstance(spatial_axis, int) else tuple(spatial_axis)
-    resolved = []
-    for axis in axes:
-        if not -rank <= axis < rank:
-            raise ValueError(f"spatial_axis {spatial_axis} does not fit a tensor of rank {rank}.")
-        resolved.append(axis % rank)
-    if 0 in resolved or rank - 1 in resolved:
-        raise ValueError(
-            f"spatial_axis {spatial_axis} names the batch or channel axis of a rank-{rank} "
-            "tensor; inputs are (batch, *spatial, channels)."
-        )
-    return tuple(resolved)
 
 
 def tile_batch(tensor, repeats: int):

@@ -40,7 +40,7 @@ from __future__ import annotations
 from keras import ops
 
 from .. import inspection
-from ..filters import SPATIAL_AXIS
+from .._axes import SPATIAL_AXIS
 from ._cam_path import (  # noqa: F401  (re-exported: the shared CAM path)
     _class_activation_map,
     _safe_divide,

@@ -17,8 +17,8 @@ import numpy as np
 from keras import ops
 
 from .. import backend, filters, inspection
+from .._axes import SPATIAL_AXIS
 from .._taps import Tap
-from ..filters import SPATIAL_AXIS
 from ..resizing import resize
 from ._common import (
     as_indices,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from ..filters import SPATIAL_AXIS
+from .._axes import SPATIAL_AXIS
 from ..resizing import resize
 from ._common import (
     as_inputs,

@@ -27,7 +27,7 @@ import numpy as np
 from keras import ops
 
 from .. import backend
-from ..filters import SPATIAL_AXIS
+from .._axes import SPATIAL_AXIS
 from ._common import as_indices, as_inputs, positive_axes, unit_selector
 
 # --------------------------------------------------------------------------- checks
