@@ -453,3 +453,12 @@ def test_the_step_cache_does_not_keep_models_alive(x, units):
     del model
     gc.collect()
     assert alive() is None
+
+
+def test_engine_forward_and_backend_name(model, x):
+    """The upper rooms' door to the backend: outputs without gradients, and its name."""
+    outputs = ke.engine.forward(model, x)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(outputs), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
+    assert ke.engine.backend_name() == keras.backend.backend()

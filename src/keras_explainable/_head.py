@@ -22,6 +22,7 @@ import weakref
 
 import keras
 
+from . import _compat
 from ._taps import Tap
 from .inspection import ExposedModel
 
@@ -33,7 +34,7 @@ def _consumers(container, tensor) -> int:
     return sum(
         any(candidate is tensor for candidate in node.input_tensors)
         for layer in container.layers
-        for node in getattr(layer, "_inbound_nodes", ())
+        for node in _compat.inbound_nodes(layer)
     )
 
 
@@ -48,7 +49,7 @@ def _graph_tensor(container, tap: Tap, links=("output",)):
         return None
     if not any(layer is tap.layer for layer in getattr(container, "layers", ())):
         return None
-    nodes = getattr(tap.layer, "_inbound_nodes", None)
+    nodes = _compat.inbound_nodes(tap.layer)
     if not nodes or len(nodes) != 1:
         return None
     node = nodes[0]
@@ -93,7 +94,7 @@ def _build(model, tap: Tap):
 
 def _in_mode(operation, training):
     """``operation`` called with ``training=`` when it takes it (as Functional does)."""
-    if not getattr(operation, "_call_has_training_arg", False):
+    if not _compat.call_has_training_arg(operation):
         return operation
 
     def call(*args, **kwargs):
@@ -113,8 +114,8 @@ class Head:
 
     def __call__(self, values, training=False):
         # What keras.Function.call runs, with ``training`` passed on as Functional does.
-        return self.function._run_through_graph(
-            values, operation_fn=lambda operation: _in_mode(operation, training)
+        return _compat.run_through_graph(
+            self.function, values, lambda operation: _in_mode(operation, training)
         )
 
 

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 import keras
 import numpy as np
 
+from .. import _compat
+
 
 def to_numpy(value) -> np.ndarray:
     """A numpy copy-free view of an array, a backend tensor or a foreign tensor."""
@@ -286,7 +288,7 @@ def _page_releaser(array: np.ndarray):
     private changes that would discard), non-contiguous arrays and platforms
     without ``madvise``.
     """
-    mapping = getattr(array, "_mmap", None)  # np.memmap's mapping (shared by its views)
+    mapping = _compat.memmap_mapping(array)  # np.memmap's mapping (shared by its views)
     if (
         not isinstance(array, np.memmap)
         or not isinstance(mapping, mmap.mmap)
