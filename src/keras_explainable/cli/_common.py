@@ -1,0 +1,70 @@
+"""Exit codes, the one-line error, and the method registry as the command line sees it."""
+
+from __future__ import annotations
+
+import sys
+
+PROGRAM = "keras-explainable"
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_MISSING = 3
+EXIT_MODEL = 4
+EXIT_IMAGE = 5
+
+DEMO_METHODS = ("gradcam", "gradcampp", "scorecam", "layercam", "gradients", "occlusion")
+
+
+class CommandError(Exception):
+    """An error reported as one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+def one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def registry():
+    """``(METHODS, get)``: the method registry, which imports no framework.
+
+    ``keras_explainable.methods.registry`` when it exists; else the older table of
+    ``keras_explainable.explanation`` (which imports Keras).
+    """
+    try:
+        from ..methods import registry as found
+
+        return found.METHODS, found.get
+    except ImportError:
+        from ..explanation import METHODS, get_method
+
+        return METHODS, get_method
+
+
+def method_names(spec: str, stream=None) -> list[str]:
+    """The API names of the comma-separated methods in ``spec``; old spellings get a note.
+
+    Raises:
+        CommandError: ``EXIT_USAGE`` for an empty list or an unknown name.
+    """
+    names = [part.strip() for part in spec.split(",") if part.strip()]
+    if not names:
+        raise CommandError("--method is empty; name at least one method.", EXIT_USAGE)
+    _, get = registry()
+    found = []
+    for name in names:
+        try:
+            canonical = get(name).name
+        except ValueError as error:
+            raise CommandError(one_line(error), EXIT_USAGE) from None
+        if name.lower().replace("-", "_") != canonical:
+            print(
+                f"{PROGRAM}: note: method {name!r} is called {canonical!r} in the API; using it.",
+                file=stream or sys.stderr,
+            )
+        found.append(canonical)
+    return found
