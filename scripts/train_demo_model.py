@@ -10,7 +10,8 @@ the two top classes point at the two shapes.
     KERAS_BACKEND=jax python scripts/train_demo_model.py
 
 writes ``src/keras_explainable/data/demo_model.keras`` (a ~60k-parameter CNN:
-64x64x3 pixels in [0, 255] -> 5 logits), ``demo_classes.txt`` and a few
+64x64x3 pixels in [0, 255] -> 5 logits, its class names stored in the file's
+metadata by ``keras_explainable.data.metadata.write_class_names``) and a few
 128x128 sample PNGs under ``data/samples/``, then prints the accuracy on new
 images and how often the Grad-CAM peak lands on the object (pointing game).
 Takes a few minutes on a 2-core CPU.
@@ -28,6 +29,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see README, Troubleshooti
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
+
+from keras_explainable.data.metadata import write_class_names  # noqa: E402
 
 CLASSES = ("circle", "square", "triangle", "cross", "star")
 SIZE = 64  # the model's input size
@@ -229,14 +232,14 @@ def main():
     shipped.set_weights(model.get_weights())
     args.out.mkdir(parents=True, exist_ok=True)
     shipped.save(args.out / "demo_model.keras")
-    (args.out / "demo_classes.txt").write_text("\n".join(CLASSES) + "\n")
+    write_class_names(args.out / "demo_model.keras", CLASSES)  # explain labels classes by them
     samples = args.out / "samples"
     samples.mkdir(exist_ok=True)
     rng = np.random.default_rng(3)
     for name, shapes in SAMPLES.items():
         image, _ = draw_image(rng, shapes, size=128)
         Image.fromarray(image).save(samples / f"{name}.png", optimize=True)
-    print(f"wrote {args.out / 'demo_model.keras'}, demo_classes.txt and {len(SAMPLES)} samples")
+    print(f"wrote {args.out / 'demo_model.keras'} (class names inside), {len(SAMPLES)} samples")
 
 
 if __name__ == "__main__":

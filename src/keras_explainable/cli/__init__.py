@@ -170,23 +170,15 @@ def _print_written(report, page: Path) -> None:
 
 # --------------------------------------------------------------------------- parser
 
-_PREPROCESSINGS = {
+#: The ``--preprocess`` modes and what each does: ``utils.images.PREPROCESSINGS``' names,
+#: written out so that ``--help`` needs no numpy (tests/test_cli.py checks they agree).
+PREPROCESSINGS = {
     "none": "pixels as they are, in [0, 255]",
     "scale01": "pixels / 255, in [0, 1]",
     "minus1to1": "pixels / 127.5 - 1, in [-1, 1]",
     "imagenet-caffe": "RGB -> BGR minus the ImageNet mean (VGG, ResNet v1)",
     "imagenet-torch": "pixels / 255, ImageNet mean and std (DenseNet, torchvision)",
 }
-
-
-def _preprocessings() -> dict[str, str]:
-    """The ``--preprocess`` modes and what each does (from ``utils.images`` when it is cheap)."""
-    try:
-        from ..utils.images import PREPROCESSINGS
-
-        return {name: entry[1] for name, entry in PREPROCESSINGS.items()}
-    except ImportError:  # pragma: no cover - utils always ships
-        return dict(_PREPROCESSINGS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,11 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="layer for CAM methods: a name, outer/inner path or index (default: automatic)",
     )  # fmt: skip
     explain.add_argument("--out", default="explanations", help="report folder (./explanations)")
-    preprocessings = _preprocessings()
     explain.add_argument(
-        "--preprocess", choices=list(preprocessings), default=None,
+        "--preprocess", choices=list(PREPROCESSINGS), default=None,
         help="input preprocessing after resizing: "
-        + "; ".join(f"{k}: {v}" for k, v in preprocessings.items())
+        + "; ".join(f"{k}: {v}" for k, v in PREPROCESSINGS.items())
         + " (default: none for files, the application's own for keras.applications names)",
     )  # fmt: skip
     explain.add_argument(

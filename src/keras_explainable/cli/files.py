@@ -1,27 +1,25 @@
-"""Checks on the files a command is given, and class names: all without Keras.
+"""Checks on the files a command is given, and class-name files: all without Keras.
 
-A ``.keras`` file is a zip archive; its ``metadata.json`` may carry the model's class
-names (``"class_names": [...]``), which :func:`write_class_names` adds without touching
-the weights and :func:`read_class_names` reads back. Keras ignores the extra key.
+Class names stored in a ``.keras`` file come from :mod:`keras_explainable.data.metadata`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..utils.images import IMAGE_EXTENSIONS
+from ..data.metadata import read_class_names, write_class_names
 from ._common import EXIT_IMAGE, EXIT_MISSING, EXIT_MODEL, EXIT_USAGE, CommandError, one_line
 
 __all__ = ["check_model_file", "collect_images", "load_class_names", "read_class_names",
            "write_class_names"]  # fmt: skip
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
-_METADATA = "metadata.json"
+#: ``utils.images.IMAGE_EXTENSIONS``, written out so that checking files needs no numpy.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def is_model_path(spec: str) -> bool:
@@ -67,57 +65,6 @@ def check_model_file(spec: str) -> Path:
             EXIT_MODEL,
         )
     return path
-
-
-def read_class_names(path) -> list[str] | None:
-    """The class names stored in a ``.keras`` file's metadata, or ``None``.
-
-    Example:
-        >>> from keras_explainable.cli.files import read_class_names
-        >>> from keras_explainable.data import demo_model_path
-        >>> read_class_names(demo_model_path())
-        ['circle', 'square', 'triangle', 'cross', 'star']
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            metadata = json.loads(archive.read(_METADATA))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-        return None
-    names = metadata.get("class_names") if isinstance(metadata, dict) else None
-    if isinstance(names, list) and all(isinstance(name, str) for name in names):
-        return names
-    return None
-
-
-def write_class_names(path, names: Sequence[str]) -> None:
-    """Store class names in a ``.keras`` file's metadata (in place; the weights are untouched).
-
-    ``keras-explainable explain model.keras ...`` then labels classes by these names
-    without ``--class-names``.
-
-    Example:
-        >>> model.save("model.keras")
-        >>> write_class_names("model.keras", ["cat", "dog"])
-    """
-    path = Path(path)
-    with zipfile.ZipFile(path) as archive:
-        entries = [(info, archive.read(info.filename)) for info in archive.infolist()]
-    if _METADATA not in [info.filename for info, _ in entries]:
-        raise ValueError(f"{path} has no {_METADATA}: not a Keras 3 .keras file.")
-    handle, temporary = tempfile.mkstemp(suffix=".keras", dir=path.parent)
-    os.close(handle)
-    try:
-        with zipfile.ZipFile(temporary, "w") as archive:
-            for info, content in entries:
-                if info.filename == _METADATA:
-                    metadata = json.loads(content)
-                    metadata["class_names"] = [str(name) for name in names]
-                    content = json.dumps(metadata).encode("utf-8")
-                archive.writestr(info, content)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 def load_class_names(path: str) -> list[str] | dict[int, str]:

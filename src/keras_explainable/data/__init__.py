@@ -18,6 +18,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from .metadata import read_class_names
+
 __all__ = [
     "DEMO_CLASS_NAMES",
     "demo_image_paths",
@@ -34,10 +36,9 @@ def _path(name: str) -> Path:
     return Path(str(_HERE / name))
 
 
-#: The demo model's classes, in output order.
-DEMO_CLASS_NAMES: tuple[str, ...] = tuple(
-    line.strip() for line in _path("demo_classes.txt").read_text().splitlines() if line.strip()
-)
+#: The demo model's classes, in output order: stored in the model file itself
+#: (:mod:`keras_explainable.data.metadata`), so ``keras-explainable explain`` names them too.
+DEMO_CLASS_NAMES: tuple[str, ...] = tuple(read_class_names(_path("demo_model.keras")) or ())
 
 
 def demo_model_path() -> Path:
