@@ -7,412 +7,52 @@ an :class:`Explanation`: the picture, one heatmap per explained class with its
 score, the method and the layer. ``Explanation.overlay()`` draws a heatmap on
 the picture, and the object shows itself as a PNG in Jupyter.
 
-Every method of the package is reachable by a short name (:data:`METHODS`,
+Every method of the package is reachable by its API name or an old spelling
+(:data:`METHODS`, from :mod:`keras_explainable.methods.registry`;
 ``keras-explainable methods`` on the command line), with the defaults of the
 ``ke.*`` shortcuts (CAM methods: ReLU + min-max normalization, resized to the
 input; gradients and perturbations: min-max normalization).
+
+The result classes live in ``_explanation_result`` and the layer choice and
+naming in ``_layer_naming``; every name stays importable from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import functools
-import io
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
 import numpy as np
-from PIL import Image
 
-from . import backend, filters, inspection, methods
-from .engine import explain
+from . import engine, inspection
+from ._explanation_result import Explanation, TargetExplanation
+from ._layer_naming import (  # noqa: F401  (_expose: used by the command line)
+    _EXPOSED,
+    _expose,
+    _layer_key,
+    _resolve_layer_name,
+    describe_layer,
+)
+from .methods.registry import ALIASES as _ALIASES  # noqa: F401
+from .methods.registry import METHODS, MethodSpec
+from .methods.registry import get as get_method
 from .utils.images import prepare_image
-from .utils.visualization import overlay as overlay_arrays
-from .utils.visualization import visualize
 
-__all__ = ["METHODS", "Explanation", "MethodInfo", "TargetExplanation", "explain_prediction"]
-
-
-# --------------------------------------------------------------------------- methods
-
-
-@dataclasses.dataclass(frozen=True)
-class MethodInfo:
-    """How :func:`explain_prediction` runs a method, and what to say about it.
-
-    Attributes:
-        name: the short name (``"gradcam"``).
-        title: a display name (``"Grad-CAM"``).
-        family: ``"CAM"``, ``"gradient"`` or ``"perturbation"``.
-        build: returns the explaining method (built on first use, then reused).
-        postprocessing: the default ``postprocessing`` given to ``ke.explain``.
-        resizing: the default ``resizing`` given to ``ke.explain``.
-        uses_layer: whether the method explains an intermediate layer.
-        summary: one line on what the map shows.
-        reference: the paper.
-        params: default method parameters; a function of the input's spatial
-            size when they depend on it.
-    """
-
-    name: str
-    title: str
-    family: str
-    build: Callable[[], Callable]
-    postprocessing: Callable | None
-    resizing: bool
-    uses_layer: bool
-    summary: str
-    reference: str
-    params: Callable[[tuple[int, ...]], dict] | None = None
-
-    @functools.cached_property
-    def method(self) -> Callable:
-        """The explaining method (one object, so ``ke.explain`` reuses its compiled step)."""
-        return self.build()
-
-    def __hash__(self):
-        return hash(self.name)
-
-
-def _cam(name, title, summary, reference):
-    return MethodInfo(
-        name, title, "CAM", lambda: getattr(methods.cams, name), filters.positive_normalize,
-        True, True, summary, reference,
-    )  # fmt: skip
-
-
-def _occlusion_params(spatial):
-    window = tuple(max(1, s // 8) for s in spatial)
-    return {"window": window, "stride": tuple(max(1, w // 2) for w in window)}
-
-
-def _smoothgrad():
-    return methods.meta.smooth(methods.gradient.gradients, repetitions=20, noise=0.1, seed=0)
-
-
-_CATALOGUE = (
-    _cam("cam", "CAM", "feature maps weighted by the classifier's weights (GAP heads)",
-         "Zhou et al., CVPR 2016, arXiv:1512.04150"),
-    _cam("gradcam", "Grad-CAM", "feature maps weighted by their mean gradient",
-         "Selvaraju et al., ICCV 2017, arXiv:1610.02391"),
-    _cam("gradcampp", "Grad-CAM++", "feature maps weighted by weighted positive gradients",
-         "Chattopadhay et al., WACV 2018, arXiv:1710.11063"),
-    _cam("xgradcam", "XGrad-CAM", "gradients averaged with the activations as weights",
-         "Fu et al., BMVC 2020, arXiv:2008.02312"),
-    _cam("layercam", "LayerCAM", "every position weighted by its own positive gradient",
-         "Jiang et al., IEEE TIP 2021, doi:10.1109/TIP.2021.3089943"),
-    _cam("hirescam", "HiResCAM", "gradient times activation, summed over channels",
-         "Draelos & Carin, 2020, arXiv:2011.08891"),
-    _cam("eigencam", "Eigen-CAM", "first principal component of the feature maps "
-         "(the same map for every class)", "Muhammad & Yeasin, IJCNN 2020, arXiv:2008.00299"),
-    _cam("scorecam", "Score-CAM", "feature maps weighted by the score of the input they mask",
-         "Wang et al., CVPR-W 2020, arXiv:1910.01279"),
-    _cam("ablationcam", "Ablation-CAM", "feature maps weighted by the score lost without them",
-         "Desai & Ramaswamy, WACV 2020, doi:10.1109/WACV45572.2020.9093360"),
-    MethodInfo(
-        "gradients", "Gradients", "gradient", lambda: methods.gradient.gradients,
-        filters.normalize, False, False, "|gradient| of the score w.r.t. each pixel",
-        "Simonyan et al., 2013, arXiv:1312.6034",
-    ),
-    MethodInfo(
-        "gradients_x_inputs", "Gradient x Input", "gradient",
-        lambda: methods.gradient.gradients_x_inputs, filters.absolute_normalize, False, False,
-        "|pixel x gradient|, summed over channels", "Shrikumar et al., 2016, arXiv:1605.01713",
-    ),
-    MethodInfo(
-        "integrated_gradients", "Integrated Gradients", "gradient",
-        lambda: methods.gradient.integrated_gradients, filters.absolute_normalize, False, False,
-        "|gradients integrated from a black image|", "Sundararajan et al., ICML 2017, "
-        "arXiv:1703.01365",
-    ),
-    MethodInfo(
-        "smoothgrad", "SmoothGrad", "gradient", _smoothgrad, filters.normalize, False, False,
-        "gradients averaged over 20 noisy copies (10% noise)",
-        "Smilkov et al., 2017, arXiv:1706.03825",
-    ),
-    MethodInfo(
-        "fullgrad", "FullGrad", "gradient", lambda: methods.gradient.full_gradients,
-        filters.normalize, False, False, "input-gradient plus every layer's bias-gradient",
-        "Srinivas & Fleuret, NeurIPS 2019, arXiv:1905.00780",
-    ),
-    MethodInfo(
-        "occlusion", "Occlusion", "perturbation", lambda: methods.perturbation.occlusion,
-        filters.normalize, False, False, "score lost when a sliding window is hidden "
-        "(window: 1/8 of the image)", "Zeiler & Fergus, ECCV 2014, arXiv:1311.2901",
-        params=_occlusion_params,
-    ),
-    MethodInfo(
-        "rise", "RISE", "perturbation", lambda: methods.perturbation.rise, filters.normalize,
-        False, False, "random masks averaged with the scores they get (1000 masks)",
-        "Petsiuk et al., BMVC 2018, arXiv:1806.07421",
-        params=lambda spatial: {"masks": 1000, "seed": 0},
-    ),
-)  # fmt: skip
-
-#: Every method :func:`explain_prediction` and the command line know, by name.
-METHODS: dict[str, MethodInfo] = {info.name: info for info in _CATALOGUE}
-
-_ALIASES = {
-    "grad-cam": "gradcam", "grad_cam": "gradcam", "gradcam++": "gradcampp",
-    "grad-cam++": "gradcampp", "gradcamplusplus": "gradcampp", "score-cam": "scorecam",
-    "layer-cam": "layercam", "xgrad-cam": "xgradcam", "hires-cam": "hirescam",
-    "eigen-cam": "eigencam", "ablation-cam": "ablationcam", "saliency": "gradients",
-    "gradient": "gradients", "vanilla_gradients": "gradients", "ig": "integrated_gradients",
-    "integrated-gradients": "integrated_gradients", "gradient_x_input": "gradients_x_inputs",
-    "gradients_x_input": "gradients_x_inputs", "input_x_gradient": "gradients_x_inputs",
-    "full_gradients": "fullgrad", "full-grad": "fullgrad", "smooth-grad": "smoothgrad",
-}  # fmt: skip
-
-
-def get_method(name: str) -> MethodInfo:
-    """The :class:`MethodInfo` of a method name (case-insensitive; aliases such as ``grad-cam``).
-
-    Raises:
-        ValueError: for an unknown name; the message lists every known method.
-
-    Example:
-        >>> ke.explanation.get_method("Grad-CAM").reference
-        'Selvaraju et al., ICCV 2017, arXiv:1610.02391'
-    """
-    if isinstance(name, MethodInfo):
-        return name
-    if not isinstance(name, str):
-        raise TypeError(
-            f"`method` is a method name such as 'gradcam'; got a {type(name).__name__}. To run "
-            "your own method function, call ke.explain(method, model, x, y)."
-        )
-    key = name.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key in METHODS:
-        return METHODS[key]
-    close = difflib.get_close_matches(key, [*METHODS, *_ALIASES], n=6, cutoff=0.6)
-    close = list(dict.fromkeys(_ALIASES.get(c, c) for c in close))[:3]
-    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"Unknown method {name!r}.{hint} Known methods: {', '.join(METHODS)}.")
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclasses.dataclass(frozen=True, repr=False, eq=False)
-class TargetExplanation:
-    """The explanation of one class (one output unit) of one prediction.
-
-    Attributes:
-        target: the class index (output unit) explained.
-        name: its name, when class names were given, else ``None``.
-        score: the model's output for it (a logit or a probability, as the
-            model produces).
-        probability: the softmax probability of the class (the output itself
-            when it already is a probability distribution).
-        heatmap: the map, ``(H, W)`` floats (in ``[0, 1]`` with the default
-            post-processing), at the resolution of the model's input.
-    """
-
-    target: int
-    name: str | None
-    score: float
-    probability: float
-    heatmap: np.ndarray
-
-    @property
-    def label(self) -> str:
-        """The class name, or ``"class <index>"``."""
-        return self.name if self.name is not None else f"class {self.target}"
-
-    def __repr__(self):
-        return (
-            f"TargetExplanation(target={self.target}, name={self.name!r}, score={self.score:.4g}, "
-            f"probability={self.probability:.3f}, heatmap=<{self.heatmap.shape[0]}x"
-            f"{self.heatmap.shape[1]}>)"
-        )
-
-
-@dataclasses.dataclass(frozen=True, repr=False, eq=False)
-class Explanation:
-    """What :func:`explain_prediction` found for one image.
-
-    Attributes:
-        image: the picture as given, an RGB PIL image at its own resolution.
-        inputs: what the model saw, ``(1, H, W, C)`` float32 (resized and
-            preprocessed).
-        targets: one :class:`TargetExplanation` per explained class, in the
-            order asked (the top prediction first when ``targets=None``).
-        method: the method's name (``"gradcam"``).
-        layer: the explained layer (CAM methods; ``None`` for the others).
-        model_name: the model's name.
-    """
-
-    image: Image.Image
-    inputs: np.ndarray
-    targets: tuple[TargetExplanation, ...]
-    method: str
-    layer: str | None
-    model_name: str
-
-    @property
-    def heatmaps(self) -> np.ndarray:
-        """Every target's heatmap, ``(targets, H, W)``."""
-        return np.stack([t.heatmap for t in self.targets])
-
-    @property
-    def target_ids(self) -> list[int]:
-        """The explained class indices."""
-        return [t.target for t in self.targets]
-
-    @property
-    def target_names(self) -> list[str | None]:
-        """The explained class names (``None`` where unknown)."""
-        return [t.name for t in self.targets]
-
-    @property
-    def scores(self) -> np.ndarray:
-        """The model's output for each explained class."""
-        return np.array([t.score for t in self.targets], np.float32)
-
-    @property
-    def method_title(self) -> str:
-        """The method's display name (``"Grad-CAM"``)."""
-        info = METHODS.get(self.method)
-        return info.title if info else self.method
-
-    def overlay(self, index: int = 0, cmap="jet", alpha: float = 0.5) -> Image.Image:
-        """The heatmap of ``targets[index]`` drawn over the picture.
-
-        Args:
-            index: which target (its position in ``targets``; 0 is the first,
-                the top prediction by default).
-            cmap: a matplotlib colormap or its name.
-            alpha: the heatmap's weight in the blend.
-
-        Returns:
-            an RGB PIL image at the picture's resolution.
-
-        Example:
-            >>> ke.explain_prediction(model, "cat.jpg").overlay().save("cat_gradcam.png")
-        """
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"`index` is a position in `targets`; got {index!r}.")
-        if not -len(self.targets) <= index < len(self.targets):
-            raise IndexError(
-                f"index {index} is out of range: this explanation has {len(self.targets)} "
-                "target(s)."
-            )
-        heatmap = self.targets[index].heatmap
-        return Image.fromarray(overlay_arrays(self.image, heatmap, cmap=cmap, alpha=alpha))
-
-    def _caption(self, target: TargetExplanation) -> str:
-        return f"{target.label}: {target.probability:.0%}"
-
-    def figure(self, alpha: float = 0.5, **kwargs):
-        """A matplotlib figure: the picture, then each target's overlay, titled.
-
-        ``kwargs`` go to :func:`ke.utils.visualize`.
-        """
-        count = len(self.targets)
-        return visualize(
-            [self.image] * (count + 1),
-            titles=["input", *(self._caption(t) for t in self.targets)],
-            overlays=[None, *(t.heatmap for t in self.targets)],
-            overlay_alpha=alpha,
-            rows=1,
-            **kwargs,
-        )
-
-    def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.figure(to_buffer=buffer)
-        return buffer.getvalue()
-
-    def __repr__(self):
-        found = ", ".join(f"{t.label} {t.score:.4g}" for t in self.targets)
-        layer = f" at '{self.layer}'" if self.layer else ""
-        return f"<Explanation: {self.method} of '{self.model_name}'{layer}: {found}>"
-
-
-# --------------------------------------------------------------------------- layers
-
-_EXPOSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-_UNCACHEABLE = object()
-
-
-def _layer_key(layer):
-    if layer is None:
-        return ("automatic",)
-    if isinstance(layer, (str, int)):
-        return layer
-    if isinstance(layer, (tuple, list)):
-        return tuple(layer)
-    if isinstance(layer, keras.layers.Layer):
-        return ("layer", id(layer))
-    return _UNCACHEABLE  # dicts and other descriptors
-
-
-def _resolve_layer_name(model, layer):
-    """Accept ``"outer/inner"`` paths, as :func:`describe_layer` reports them."""
-    if isinstance(layer, str) and "/" in layer:
-        names = [p[-1] for p, _ in inspection.flatten_layers(model)]
-        if layer not in names:
-            return tuple(part for part in layer.split("/") if part)
-    return layer
-
-
-def _expose(model, layer, input_shape):
-    """An exposed model for ``layer`` (cached per model and layer)."""
-    if isinstance(model, inspection.ExposedModel) and layer is None:
-        return model
-    if layer is None and not isinstance(model, inspection.ExposedModel):
-        try:
-            outputs = model.outputs
-        except (AttributeError, ValueError):
-            outputs = None
-        if outputs and len(outputs) > 1:  # already [logits, activations]
-            return model
-    key = _layer_key(layer)
-    try:
-        cache = _EXPOSED.setdefault(model, {})
-    except TypeError:
-        cache = {}
-    if key is _UNCACHEABLE or key not in cache:
-        exposed = inspection.expose(
-            model, arguments=_resolve_layer_name(model, layer), input_shape=input_shape
-        )
-        if key is _UNCACHEABLE:
-            return exposed
-        cache[key] = exposed
-    return cache[key]
-
-
-def describe_layer(model, tap) -> str:
-    """A readable name for a tapped signal, usable as ``layer=`` again.
-
-    The input of a pooling layer is reported as the layer producing it
-    (``"features"``, or ``"base/features"`` inside a nested model) when the
-    model's graph tells; otherwise as ``"<layer> (input)"``.
-    """
-    if tap.link != "input":
-        return "/".join(tap.path) if tap.path else tap.layer.name
-    try:
-        nodes = tap.layer._inbound_nodes
-        parents = nodes[0].parent_nodes if len(nodes) == 1 else []
-        if len(parents) != 1:
-            raise ValueError
-        producer = parents[0].operation
-        prefix = list(tap.path[:-1])
-        path = prefix + [producer.name]
-        while isinstance(producer, keras.Model) and len(producer.outputs) == 1:
-            producer = producer.outputs[0]._keras_history[0]
-            path.append(producer.name)
-        inspection.get_nested_layer(model, tuple(path))
-        return "/".join(path)
-    except Exception:  # no graph (subclassed, Input-less): say what we tapped
-        return tap.name
-
+__all__ = [
+    "METHODS",
+    "Explanation",
+    "MethodInfo",
+    "MethodSpec",
+    "TargetExplanation",
+    "describe_layer",
+    "explain_prediction",
+    "get_method",
+]
+
+#: The former name of :class:`~keras_explainable.methods.registry.MethodSpec`.
+MethodInfo = MethodSpec
 
 # --------------------------------------------------------------------------- helpers
 
@@ -487,7 +127,7 @@ def _probabilities(outputs: np.ndarray) -> np.ndarray:
 
 
 def _model_outputs(model, inputs) -> np.ndarray:
-    outputs, _ = backend.forward(model, inputs)
+    outputs = engine.forward(model, inputs)
     logits = keras.ops.convert_to_numpy(inspection.first_output(outputs))
     if logits.ndim != 2:
         raise ValueError(
@@ -586,13 +226,13 @@ def explain_prediction(
         taps = inspection.activation_taps(explained_model, input_shape=tuple(inputs.shape))
         layer_name = ", ".join(describe_layer(model, tap) for tap in taps)
 
-    settings = {"postprocessing": info.postprocessing, "resizing": info.resizing}
-    if info.params is not None:
-        settings.update(info.params(tuple(inputs.shape[1:-1])))
+    settings = info.defaults
+    if info.explain_params is not None:
+        settings.update(info.explain_params(tuple(inputs.shape[1:-1])))
     settings.update(params)
     units = np.array([chosen], np.int32)
-    _, maps = explain(
-        info.method, explained_model, inputs, units, batch_size=1, verbose=0, **settings
+    _, maps = engine.explain(
+        info.load(), explained_model, inputs, units, batch_size=1, verbose=0, **settings
     )
     maps = np.asarray(maps[0], np.float32)  # (H, W, units)
     probabilities = _probabilities(outputs)

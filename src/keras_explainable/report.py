@@ -186,9 +186,10 @@ class Report:
 
     def html(self) -> str:
         """The page's HTML."""
-        from . import __version__, backend
+        from . import __version__, engine
 
         escape = html.escape
+        backend_name = engine.backend_name()
         details = "".join(
             f"<dt>{escape(str(k))}</dt><dd>{escape(str(v))}</dd>" for k, v in self.details.items()
         )
@@ -198,7 +199,7 @@ class Report:
             f"<title>{escape(self.title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
             f"<header><h1>{escape(self.title)}</h1><dl>{details}</dl></header>\n<main>\n"
             f"{body}\n</main>\n<footer>Made with keras-explainable {escape(__version__)} on the "
-            f"{escape(backend.NAME)} backend of Keras. Heatmaps: red = high, blue = low; the "
+            f"{escape(backend_name)} backend of Keras. Heatmaps: red = high, blue = low; the "
             "score is the model's output for the class, p its softmax probability.</footer>\n"
             "</body>\n</html>\n"
         )

@@ -12,8 +12,24 @@ tensors (numpy arrays are accepted) and is written with ``keras.ops`` only.
 - :mod:`.perturbation` — occlusion and RISE (forward passes only).
 - :mod:`.meta` — SmoothGrad (and VarGrad / SquareGrad) and test-time augmentation,
   which wrap any of the above.
+- :mod:`.registry` — the table of every method (names, defaults, papers);
+  importing it imports no framework.
+
+The submodules are imported on first use.
 """
 
-from . import cams, gradient, meta, perturbation
+from __future__ import annotations
 
-__all__ = ["cams", "gradient", "meta", "perturbation"]
+import importlib
+
+__all__ = ["cams", "gradient", "meta", "perturbation", "registry"]
+
+
+def __getattr__(name):  # PEP 562: submodules on first use
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})

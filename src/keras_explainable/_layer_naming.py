@@ -1,0 +1,96 @@
+"""Which layer :func:`ke.explain_prediction` explains, and how it names it.
+
+The exposed model of each (model, layer) is cached for the model's lifetime;
+:func:`describe_layer` turns a tap back into a name usable as ``layer=``.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import keras
+
+from . import _compat, inspection
+
+__all__ = ["describe_layer"]
+
+_EXPOSED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+_UNCACHEABLE = object()
+
+
+def _layer_key(layer):
+    if layer is None:
+        return ("automatic",)
+    if isinstance(layer, (str, int)):
+        return layer
+    if isinstance(layer, (tuple, list)):
+        return tuple(layer)
+    if isinstance(layer, keras.layers.Layer):
+        return ("layer", id(layer))
+    return _UNCACHEABLE  # dicts and other descriptors
+
+
+def _resolve_layer_name(model, layer):
+    """Accept ``"outer/inner"`` paths, as :func:`describe_layer` reports them."""
+    if isinstance(layer, str) and "/" in layer:
+        names = [p[-1] for p, _ in inspection.flatten_layers(model)]
+        if layer not in names:
+            return tuple(part for part in layer.split("/") if part)
+    return layer
+
+
+def _expose(model, layer, input_shape):
+    """An exposed model for ``layer`` (cached per model and layer)."""
+    if isinstance(model, inspection.ExposedModel) and layer is None:
+        return model
+    if layer is None and not isinstance(model, inspection.ExposedModel):
+        try:
+            outputs = model.outputs
+        except (AttributeError, ValueError):
+            outputs = None
+        if outputs and len(outputs) > 1:  # already [logits, activations]
+            return model
+    key = _layer_key(layer)
+    try:
+        cache = _EXPOSED.setdefault(model, {})
+    except TypeError:
+        cache = {}
+    if key is _UNCACHEABLE or key not in cache:
+        exposed = inspection.expose(
+            model, arguments=_resolve_layer_name(model, layer), input_shape=input_shape
+        )
+        if key is _UNCACHEABLE:
+            return exposed
+        cache[key] = exposed
+    return cache[key]
+
+
+def describe_layer(model, tap) -> str:
+    """A readable name for a tapped signal, usable as ``layer=`` again.
+
+    The input of a pooling layer is reported as the layer producing it
+    (``"features"``, or ``"base/features"`` inside a nested model) when the
+    model's graph tells; otherwise as ``"<layer> (input)"``.
+    """
+    if tap.link != "input":
+        return "/".join(tap.path) if tap.path else tap.layer.name
+    try:
+        nodes = _compat.inbound_nodes(tap.layer)
+        parents = nodes[0].parent_nodes if len(nodes) == 1 else []
+        if len(parents) != 1:
+            raise ValueError
+        producer = parents[0].operation
+        prefix = list(tap.path[:-1])
+        path = prefix + [producer.name]
+        while isinstance(producer, keras.Model) and len(producer.outputs) == 1:
+            history = _compat.keras_history(producer.outputs[0])
+            if history is None:
+                raise ValueError
+            producer = history[0]
+            path.append(producer.name)
+        inspection.get_nested_layer(model, tuple(path))
+        return "/".join(path)
+    except Exception:  # no graph (subclassed, Input-less): say what we tapped
+        return tap.name
