@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from keras import ops
 
-from .. import inspection
 from .._axes import positive_axes  # noqa: F401  (re-exported for the methods)
 from .._precision import widen
+from .._units import first_output, gather_units
 
 
 def as_inputs(inputs):
@@ -32,9 +32,9 @@ def unit_selector(indices, indices_axis=-1, indices_batch_dims=-1):
 
     def select(outputs, tap_values):
         del tap_values
-        logits = inspection.first_output(outputs)
+        logits = first_output(outputs)
         # gather first, then widen: only the explained units are cast
-        return widen(inspection.gather_units(logits, indices, indices_axis, indices_batch_dims))
+        return widen(gather_units(logits, indices, indices_axis, indices_batch_dims))
 
     return select
 
