@@ -1,0 +1,164 @@
+"""The CAMs that take no gradient: CAM (the classifier's weights) and Eigen-CAM (SVD).
+
+Re-exported by :mod:`keras_explainable.methods.cams` (``ke.methods.cams.cam``, ...),
+which also documents the shared CAM path they run on.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+from .. import inspection
+from .._axes import SPATIAL_AXIS
+from ._cam_path import _class_activation_map
+
+# --------------------------------------------------------------------------- CAM
+
+
+def _classifier_kernel(model, logits_layer):
+    if logits_layer is None:
+        if isinstance(model, inspection.ExposedModel):
+            logits_layer = model.logits_tap.layer
+        else:
+            logits_layer = inspection.get_logits_layer(model)
+    elif not hasattr(logits_layer, "kernel"):
+        logits_layer = inspection.get_nested_layer(model, logits_layer)
+    if getattr(logits_layer, "kernel", None) is None:
+        name = getattr(logits_layer, "name", logits_layer)
+        raise ValueError(
+            f"CAM weighs the activations with the classifier's kernel, but '{name}' "
+            f"({type(logits_layer).__name__}) has none. Pass logits_layer= the Dense or 1x1 "
+            "Conv layer after the global pooling (or expose it), or use ke.gradcam, which "
+            "needs no classifier weights."
+        )
+    kernel = ops.convert_to_tensor(logits_layer.kernel)
+    if len(kernel.shape) != 2:
+        if any(d != 1 for d in kernel.shape[:-2]):
+            raise ValueError(
+                f"CAM needs a Dense or 1x1-convolution classifier; '{logits_layer.name}' has "
+                f"a kernel of shape {tuple(kernel.shape)}."
+            )
+        kernel = ops.reshape(kernel, tuple(kernel.shape[-2:]))
+    return kernel  # (channels, classes)
+
+
+def cam(
+    model,
+    inputs,
+    indices=None,
+    indices_axis: int = -1,
+    indices_batch_dims: int = -1,
+    spatial_axis=SPATIAL_AXIS,
+    logits_layer=None,
+):
+    """CAM: channels weighted by the classifier's weights for the unit.
+
+    Valid for architectures ``activations -> global average pooling ->
+    Dense/1x1-conv classifier``: ``map_u = sum_k W[k, u] A^k``.
+
+    Args:
+        model: an exposed model, or any model (default exposure).
+        inputs: a batch ``(batch, *spatial, channels)``.
+        indices: units to explain, ``(batch, units)`` or ``(batch,)``; ``None`` for all.
+        indices_axis: the axis of the outputs holding the units.
+        indices_batch_dims: ``-1`` (a row of indices per sample) or ``0`` (shared).
+        spatial_axis: the spatial axes.
+        logits_layer: the classifier layer (or its name); defaults to the
+            exposed logits layer, or the last layer with a kernel.
+
+    Returns:
+        ``(scores, maps)``.
+
+    Example:
+        >>> scores, cams = ke.methods.cams.cam(model, x, np.array([3, 1]))
+
+    References:
+        Zhou et al. (2016). Learning Deep Features for Discriminative
+        Localization. CVPR. arXiv:1512.04150.
+    """
+
+    def weigh(signal):
+        activations = signal.activations
+        kernel = _classifier_kernel(model, logits_layer)
+        if kernel.shape[0] != activations.shape[-1]:
+            raise ValueError(
+                f"The classifier kernel has {kernel.shape[0]} input channels but the "
+                f"activation has {activations.shape[-1]}; CAM needs activations -> GAP -> "
+                "classifier."
+            )
+        batch = ops.shape(activations)[0]
+        chosen = signal.indices
+        if chosen is None:
+            return ops.broadcast_to(kernel[None], (batch,) + tuple(kernel.shape))
+        if indices_batch_dims == 0:
+            chosen = ops.broadcast_to(chosen[None], (batch,) + tuple(chosen.shape))
+        elif len(chosen.shape) == 1:
+            chosen = chosen[:, None]
+        return ops.transpose(ops.take(kernel, chosen, axis=1), (1, 0, 2))
+
+    return _class_activation_map(
+        model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, weigh,
+        gradients=False,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------- Eigen-CAM
+
+
+def eigencam(
+    model,
+    inputs,
+    indices=None,
+    indices_axis: int = -1,
+    indices_batch_dims: int = -1,
+    spatial_axis=SPATIAL_AXIS,
+    center: bool = False,
+):
+    """Eigen-CAM: the activations projected on their first principal direction.
+
+    Per sample, the activations form an ``(h*w, K)`` matrix ``M``; with ``v``
+    its first right singular vector (``keras.ops.svd``), ``map = M v`` reshaped
+    to ``(h, w)``. The map ignores the explained unit (no gradient, no score):
+    every unit gets the same map, ``(batch, *spatial, units)`` like the other
+    methods; the scores are still the units' scores.
+
+    Sign: a singular vector is only defined up to its sign, so ``v`` is
+    oriented to make ``sum_k v_k >= 0``, which is the same as making the map
+    correlate non-negatively with the channel sum ``sum_k A^k`` (for ReLU
+    activations and ``center=False``, ``v`` is then non-negative and so is the
+    map).
+
+    Args:
+        {args}
+        center: subtract each channel's spatial mean before the SVD (a PCA, as
+            in pytorch-grad-cam's ``EigenCAM``); the paper (default) factorizes
+            the activations as they are.
+
+    Returns:
+        ``(scores, maps)``: ``(batch, units)`` and ``(batch, *activation_spatial, units)``.
+
+    Example:
+        >>> scores, cams = ke.methods.cams.eigencam(model, x, np.array([3, 1]))
+
+    References:
+        Muhammad & Yeasin (2020). Eigen-CAM: Class Activation Map using
+        Principal Components. IJCNN. arXiv:2008.00299.
+    """
+
+    def weigh(signal):
+        activations = signal.activations
+        shape = ops.shape(activations)
+        flat = ops.reshape(activations, (shape[0], -1, shape[-1]))  # (batch, h*w, K)
+        if center:
+            flat = flat - ops.mean(flat, axis=1, keepdims=True)
+            activations = ops.reshape(flat, shape)
+        _, _, right = ops.svd(flat, full_matrices=False)
+        direction = right[:, 0, :]  # (batch, K)
+        sign = ops.where(ops.sum(direction, axis=-1, keepdims=True) < 0, -1.0, 1.0)
+        direction = direction * ops.cast(sign, direction.dtype)
+        return ops.repeat(ops.expand_dims(direction, -1), signal.units, axis=-1), activations
+
+    return _class_activation_map(
+        model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, weigh,
+        gradients=False,
+    )  # fmt: skip

@@ -1,0 +1,312 @@
+"""FullGrad (Srinivas & Fleuret, 2019): input-gradients plus every layer's bias-gradients.
+
+Re-exported by :mod:`keras_explainable.methods.gradient` (``ke.methods.gradient.full_gradients``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, NamedTuple
+
+import keras
+from keras import ops
+
+from .. import backend, filters, inspection
+from .._axes import SPATIAL_AXIS
+from .._taps import Tap
+from ..resizing import resize
+from ._common import (
+    as_indices,
+    as_inputs,
+    positive_axes,
+    unit_selector,
+    widen,
+)
+
+# Built-in layers that add their bias *before* their own ``activation``: for these
+# the bias-gradient is taken w.r.t. the pre-activation tensor.
+_FUSED_ACTIVATION_LAYERS = tuple(
+    getattr(keras.layers, name)
+    for name in (
+        "Dense",
+        "EinsumDense",
+        "Conv1D",
+        "Conv2D",
+        "Conv3D",
+        "Conv1DTranspose",
+        "Conv2DTranspose",
+        "Conv3DTranspose",
+        "DepthwiseConv1D",
+        "DepthwiseConv2D",
+        "SeparableConv1D",
+        "SeparableConv2D",
+    )
+    if hasattr(keras.layers, name)
+)
+
+
+class _PreActivation:
+    """Stands for the input of a layer's fused ``activation``, so that a Tap can see it.
+
+    While :func:`_pre_activations` is active, the layer's activation becomes
+    ``activation(proxy.call(z))``; a Tap on the proxy observes (and, for the
+    gradient, perturbs) ``z = W x + b``.
+    """
+
+    def __init__(self, layer):
+        self.layer = layer
+        self.name = f"{layer.name} (pre-activation)"
+
+    def call(self, tensor):
+        return tensor
+
+
+def _has_fused_activation(layer) -> bool:
+    if not isinstance(layer, _FUSED_ACTIVATION_LAYERS):
+        return False
+    activation = getattr(layer, "activation", None)
+    return activation is not None and activation is not keras.activations.linear
+
+
+@contextlib.contextmanager
+def _pre_activations(proxies):
+    """Route each proxied layer's pre-activation through its proxy; restored afterwards."""
+    installed = []
+    try:
+        for proxy in proxies:
+            layer = proxy.layer
+            activation = layer.activation
+
+            def routed(tensor, _proxy=proxy, _activation=activation):
+                return _activation(_proxy.call(tensor))
+
+            object.__setattr__(layer, "activation", routed)
+            installed.append((layer, activation))
+        yield
+    finally:
+        for layer, activation in reversed(installed):
+            object.__setattr__(layer, "activation", activation)
+
+
+def _is_exposed(model) -> bool:
+    if isinstance(model, inspection.ExposedModel):
+        return True
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        return False
+    return bool(outputs) and len(outputs) > 1
+
+
+def _bias_taps(model, biases):
+    """(taps, proxies, layers, biases) of the layers whose biases FullGrad accounts for."""
+    if _is_exposed(model):
+        taps = list(inspection.activation_taps(model))
+        for tap in taps:
+            if tap.link != "output":
+                raise ValueError(
+                    f"full_gradients needs the outputs of biased layers, but '{tap.name}' is "
+                    "exposed by its input. Expose the layers themselves, e.g. "
+                    "ke.inspection.expose(model, ke.inspection.layers_with_biases(model)[0])."
+                )
+        layers = [tap.layer for tap in taps]
+        if biases is None:
+            biases = [inspection.bias_of(layer) for layer in layers]
+            missing = [tap.name for tap, bias in zip(taps, biases) if bias is None]
+            if missing:
+                raise ValueError(
+                    f"The exposed layers {missing} add no bias; expose only layers from "
+                    "ke.inspection.layers_with_biases(model), or pass `biases=`."
+                )
+    else:
+        taps, layers, found = [], [], []
+        for path, layer in inspection.flatten_layers(model, include_models=False):
+            bias = inspection.bias_of(layer)
+            if bias is not None:
+                taps.append(Tap(layer, 0, path))
+                layers.append(layer)
+                found.append(bias)
+        if biases is None:
+            biases = found
+    biases = list(biases)
+    if len(biases) != len(taps):
+        raise ValueError(
+            f"`biases` has {len(biases)} entries but {len(taps)} biased layers are explained "
+            f"({', '.join(t.name for t in taps)}); pass one bias per exposed layer, in order, "
+            "or leave `biases=None`."
+        )
+    proxies = []
+    for position, tap in enumerate(taps):
+        if _has_fused_activation(tap.layer):
+            proxy = _PreActivation(tap.layer)
+            proxies.append(proxy)
+            taps[position] = Tap(proxy, tap.call_index, tap.path + ("pre-activation",))
+    return taps, proxies, layers, biases
+
+
+class FullGradientDecomposition(NamedTuple):
+    """The terms of ``score = sum(input_term) + sum_l sum(bias_terms[l])``.
+
+    That equality is exact for networks that are piecewise linear in their
+    input (ReLU, max/average pooling, batch norm in inference, ...).
+
+    Attributes:
+        scores: ``(batch, units)``.
+        input_term: ``x * d score / d x``, ``(batch, *spatial, channels, units)``.
+        layers: the biased layers, in order.
+        bias_terms: for each layer, ``b * d score / d z`` where ``z`` is the
+            layer's output before its fused activation, ``z.shape + (units,)``.
+    """
+
+    scores: Any
+    input_term: Any
+    layers: list
+    bias_terms: list
+
+
+def full_gradient_decomposition(
+    model,
+    inputs,
+    indices=None,
+    indices_axis: int = -1,
+    indices_batch_dims: int = -1,
+    biases=None,
+) -> FullGradientDecomposition:
+    """The raw input- and bias-gradient terms of the full-gradient representation.
+
+    One forward and one backward pass give the gradient w.r.t. the inputs and
+    w.r.t. the output of every biased layer (taps, see :mod:`._taps`). For
+    built-in layers with a fused activation (``Conv2D(..., activation="relu")``)
+    the gradient is taken before the activation, where the bias is added.
+
+    Args:
+        model: a model (every layer with a bias is used, see
+            :func:`ke.inspection.layers_with_biases`) or an exposed model
+            (:func:`ke.inspection.expose`) whose activations are the biased layers.
+        inputs: a batch ``(batch, *spatial, channels)``.
+        indices: units to explain, ``(batch, units)`` or ``(batch,)``; ``None`` for all.
+        indices_axis: the axis of the outputs holding the units.
+        indices_batch_dims: ``-1`` (a row of indices per sample) or ``0`` (shared).
+        biases: one bias per layer, in order; ``None`` reads them from the layers
+            (batch norm folded with its own epsilon, see :func:`ke.inspection.bias_of`).
+
+    Returns:
+        a :class:`FullGradientDecomposition`.
+
+    Example:
+        >>> d = ke.methods.gradient.full_gradient_decomposition(model, x, np.array([3, 1]))
+        >>> total = ops.sum(d.input_term, axis=(1, 2, 3)) + sum(
+        ...     ops.sum(t, axis=tuple(range(1, len(t.shape) - 1))) for t in d.bias_terms)
+
+    References:
+        Srinivas & Fleuret (2019). Full-Gradient Representation for Neural
+        Network Visualization. NeurIPS. arXiv:1905.00780.
+    """
+    inputs = as_inputs(inputs)
+    taps, proxies, layers, biases = _bias_taps(model, biases)
+    with _pre_activations(proxies):
+        result = backend.value_and_gradients(
+            model,
+            inputs,
+            unit_selector(as_indices(indices), indices_axis, indices_batch_dims),
+            taps=taps,
+            differentiate=tuple(range(len(taps))),
+            wrt_inputs=True,
+        )
+    input_grads = widen(result.input_gradients)
+    input_term = input_grads * ops.cast(inputs, input_grads.dtype)[..., None]
+    bias_terms = []
+    for tap, bias, value, grads in zip(taps, biases, result.tap_values, result.tap_gradients):
+        # a mixed-precision layer's gradient is float16/bfloat16: its terms are float32
+        grads = widen(grads)
+        bias = ops.cast(ops.convert_to_tensor(bias), grads.dtype)
+        value_shape = tuple(value.shape)
+        if (
+            len(bias.shape) > len(value_shape) - 1
+            or tuple(bias.shape) != value_shape[len(value_shape) - len(bias.shape) :]
+        ):
+            raise ValueError(
+                f"The bias of '{tap.name}' has shape {tuple(bias.shape)}, which does not match "
+                f"the trailing axes of its output {value_shape}."
+            )
+        bias_terms.append(grads * bias[..., None])
+    return FullGradientDecomposition(result.scores, input_term, layers, bias_terms)
+
+
+def full_gradients(
+    model,
+    inputs,
+    indices=None,
+    indices_axis: int = -1,
+    indices_batch_dims: int = -1,
+    spatial_axis=SPATIAL_AXIS,
+    psi=filters.absolute_normalize,
+    biases=None,
+):
+    """FullGrad: input-gradient and bias-gradient maps, one map per explained unit.
+
+    ``map = sum_c psi(x * grad_x)_c + sum_l sum_c up(psi(b_l * grad_{z_l}))_c``
+    where ``z_l`` is the output of biased layer ``l`` (before a fused
+    activation), ``b_l`` its bias (a batch norm's folded bias, a layer norm's
+    beta), and ``up`` a bilinear resize to the input's spatial size.
+
+    Choices, documented:
+
+    - ``psi`` is applied to each term of each (sample, unit) over its spatial
+      and channel axes together, as the authors' code does (the default
+      ``absolute_normalize`` rescales ``|term|`` to ``[0, 1]``).
+    - Only layers with spatial outputs (the rank of the inputs) enter the
+      map; the bias-gradients of the others (e.g. a Dense layer after global
+      pooling, the classifier) have no position, and FullGrad's saliency map
+      leaves them out as well. They are still part of
+      :func:`full_gradient_decomposition`.
+    - Each unit gets its own map (the original keras-explainable summed the
+      units into a single map).
+
+    With a plain model every layer that has a bias is used (Dense, Conv, batch
+    norm, layer/group norm, including the classifier, which then drops out
+    as non-spatial). A layer called several times contributes its first call.
+
+    Args:
+        model: a model, or an exposed model whose activations are biased layers
+            (the seed's ``expose(model, layers_with_biases(...)[0], logits)``).
+        inputs: a batch ``(batch, *spatial, channels)``.
+        indices: units to explain, ``(batch, units)`` or ``(batch,)``; ``None`` for all.
+        indices_axis: the axis of the outputs holding the units.
+        indices_batch_dims: ``-1`` (a row of indices per sample) or ``0`` (shared).
+        spatial_axis: the spatial axes of ``inputs`` (and of the layers' outputs).
+        psi: ``f(term, axis)`` applied to every term before summing over channels.
+        biases: one bias per biased layer, in order (cached from
+            ``ke.inspection.layers_with_biases``); ``None`` reads them from the layers.
+
+    Returns:
+        ``(scores, maps)``: ``(batch, units)`` and ``(batch, *spatial, units)``.
+
+    Example:
+        >>> logits = ke.inspection.get_logits_layer(model)
+        >>> inters, biases = ke.inspection.layers_with_biases(model, exclude=[logits])
+        >>> exposed = ke.inspection.expose(model, inters, logits)
+        >>> scores, maps = ke.methods.gradient.full_gradients(exposed, x, y, biases=biases)
+
+    References:
+        Srinivas & Fleuret (2019). Full-Gradient Representation for Neural
+        Network Visualization. NeurIPS. arXiv:1905.00780.
+    """
+    inputs = as_inputs(inputs)
+    rank = len(inputs.shape)
+    axes = positive_axes(spatial_axis, rank)
+    size = tuple(inputs.shape[a] for a in axes)
+    decomposition = full_gradient_decomposition(
+        model, inputs, indices, indices_axis, indices_batch_dims, biases=biases
+    )
+    # Terms are (batch, *spatial, channels, units): psi sees spatial + channel axes.
+    term_axes = tuple(axes) + (rank - 1,)
+    maps = ops.sum(psi(decomposition.input_term, axis=term_axes), axis=-2)
+    for term in decomposition.bias_terms:
+        if len(term.shape) != rank + 1:
+            continue  # not spatial: no place in the map
+        layer_map = ops.sum(psi(term, axis=term_axes), axis=-2)
+        if tuple(layer_map.shape[a] for a in axes) != size:
+            layer_map = resize(layer_map, size, axes, interpolation="bilinear")
+        maps = maps + ops.cast(layer_map, maps.dtype)
+    return decomposition.scores, maps
