@@ -4,6 +4,9 @@ Runs offline on any Keras 3 backend in well under a minute on a laptop CPU:
 
     KERAS_BACKEND=jax python examples/quickstart.py [--out quickstart.png]
 
+Without ``KERAS_BACKEND``, it uses Keras' default backend if installed, else an
+installed one (and says which).
+
 It prints, for Grad-CAM and Gradients, how often the map's peak falls inside the
 square (the pointing game), and writes a picture of the first few explanations.
 """
@@ -13,7 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see README, Troubleshooting
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see docs/troubleshooting.md
+
+from keras_explainable.cli.environment import use_installed_backend  # noqa: E402
+
+use_installed_backend()  # before Keras is imported: an installed backend if Keras' is missing
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

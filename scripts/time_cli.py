@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="run only commands containing this text")
     args = parser.parse_args()
     backend = os.environ.get("KERAS_BACKEND", "(unset)")
+    if os.path.exists("/proc/loadavg"):  # how busy the machine was
+        with open("/proc/loadavg") as file:
+            print(f"load average at start: {' '.join(file.read().split()[:3])}")
     print(f"| {args.label} command | backend | median s | min–max s | stderr lines | exit |")
     print("|---|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:

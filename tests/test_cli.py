@@ -1,4 +1,9 @@
-"""The keras-explainable command: end to end on the embedded demo model, and its errors."""
+"""The keras-explainable command: end to end on the embedded demo model, its errors, and
+what it does before Keras is imported (no framework for the fast paths, backend choice).
+
+CLI timings are not tested here (a shared machine is too noisy for that):
+``scripts/time_cli.py`` measures them, see docs/benchmarks.md.
+"""
 
 import json
 import os
@@ -12,7 +17,11 @@ import pytest
 from PIL import Image
 
 from keras_explainable import cli, data
-from keras_explainable.explanation import METHODS
+from keras_explainable.cli import _common, commands, environment
+from keras_explainable.cli import files as cli_files
+from keras_explainable.data.metadata import read_class_names, write_class_names
+
+METHODS, get_method = _common.registry()
 
 
 class _Links(HTMLParser):
@@ -95,6 +104,7 @@ def test_methods_lists_every_method_with_family_and_reference(capsys):
         assert f"  {name} " in out and info.reference in out
     for family in ("CAM methods:", "gradient methods:", "perturbation methods:"):
         assert family in out
+    assert "  full_gradients " in out and "(also: fullgrad" in out
 
 
 @pytest.fixture
@@ -164,7 +174,7 @@ def test_application_weights_that_cannot_be_downloaded(files, capsys, monkeypatc
             "Name or service not known"
         )
 
-    monkeypatch.setattr(cli, "_applications", lambda: {"resnet50v2": offline})
+    monkeypatch.setattr(commands, "_applications", lambda: {"resnet50v2": offline})
     assert cli.main(["explain", "resnet50v2", str(files["good"])]) == 4
     err = capsys.readouterr().err
     assert "Could not load offline with its ImageNet weights" in err
@@ -176,7 +186,7 @@ def test_unexpected_failures_are_one_line_too(files, capsys, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(cli, "explain_prediction", broken)
+    monkeypatch.setattr(commands, "explain_prediction", broken)
     argv = ["explain", str(files["model"]), str(files["good"]), "--out", str(files["tmp"] / "o")]
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
@@ -196,3 +206,183 @@ def test_the_module_runs_as_a_program(files):
     assert result.returncode == 3
     assert result.stderr.strip().splitlines()[-1].startswith("keras-explainable: error: No such")
     assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+_PROBE = """
+import json, sys
+from keras_explainable.cli import main
+code = main(sys.argv[1:])
+heavy = [m for m in ("keras", "tensorflow", "jax", "torch", "numpy") if m in sys.modules]
+print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["--help"], 0),
+        (["--version"], 0),
+        (["methods"], 0),
+        (["explain", "{tmp}/missing.keras", "{good}"], 3),
+        (["explain", "{model}", "{tmp}/missing.png"], 3),
+        (["explain", "{model}", "{good}", "--method", "gradkam"], 2),
+        (["explain", "{text}", "{good}"], 4),
+        (["explain", "{garbage}", "{good}"], 4),
+        (["demo", "--out", "{tmp}"], 2),  # not empty, not the demo's own
+        (["explain", "--top-k"], 2),
+    ],
+    ids=lambda value: value if isinstance(value, int) else " ".join(value)[:40],
+)
+def test_fast_paths_import_no_framework(files, argv, code):
+    argv = [part.format(**files) for part in argv]
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, env=env,
+        timeout=120,
+    )  # fmt: skip
+    probe = json.loads(result.stderr.strip().splitlines()[-1])
+    assert probe == {"code": code, "heavy": []}, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_preprocessings_and_extensions_match_the_library():
+    from keras_explainable.utils import images
+
+    assert cli.PREPROCESSINGS == {k: v[1] for k, v in images.PREPROCESSINGS.items()}
+    assert cli_files.IMAGE_EXTENSIONS == images.IMAGE_EXTENSIONS
+
+
+# --------------------------------------------------------------------------- names
+
+
+def test_old_method_spellings_are_accepted_with_a_note(capsys):
+    assert _common.method_names("fullgrad,gradcam") == ["full_gradients", "gradcam"]
+    err = capsys.readouterr().err
+    assert err == (
+        "keras-explainable: note: method 'fullgrad' is called 'full_gradients' in the API; "
+        "using it.\n"
+    )
+    assert _common.method_names("gradcam , full_gradients") == ["gradcam", "full_gradients"]
+    assert capsys.readouterr().err == ""
+
+
+def test_the_demo_model_carries_its_class_names(tmp_path, capsys):
+    assert read_class_names(data.demo_model_path()) == list(data.DEMO_CLASS_NAMES)
+    assert data.DEMO_CLASS_NAMES == ("circle", "square", "triangle", "cross", "star")
+    out = tmp_path / "report"
+    argv = ["explain", str(data.demo_model_path()), str(data.demo_image_paths()[0]),
+            "--top-k", "2", "--out", str(out), "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    text = " ".join(" ".join(_parse(out / "index.html").text).split())
+    assert "#1 circle" in text and "class_" not in text
+
+
+def test_class_names_written_into_a_keras_file(tmp_path):
+    import keras
+
+    path = tmp_path / "copy.keras"
+    path.write_bytes(data.demo_model_path().read_bytes())
+    assert read_class_names(path) == list(data.DEMO_CLASS_NAMES)
+    write_class_names(path, ["a", "b", "c", "d", "e"])
+    assert read_class_names(path) == ["a", "b", "c", "d", "e"]
+    original = data.load_demo_model()
+    loaded = keras.saving.load_model(path, compile=False, safe_mode=True)
+    for mine, theirs in zip(loaded.get_weights(), original.get_weights(), strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    assert read_class_names(tmp_path / "missing.keras") is None
+    (tmp_path / "plain.keras").write_bytes(b"not a zip")
+    assert read_class_names(tmp_path / "plain.keras") is None
+
+
+# --------------------------------------------------------------------------- demo folder
+
+
+def test_the_demo_refuses_a_folder_it_did_not_write(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    assert cli.main(["demo", "--out", str(mine), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is not empty and was not written by `keras-explainable demo`" in err
+    assert "--force" in err and err.count("\n") == 1
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+    # --force writes into it (and says where), keeping the user's file
+    argv = ["demo", "--out", str(mine), "--quiet", "--force", "--methods", "gradcam"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert str((mine / "index.html").resolve()) in printed
+    assert (mine / "thesis.tex").read_text() == "precious"
+    assert (mine / cli.DEMO_MARKER).is_file()
+
+
+def test_the_demo_reuses_its_own_folder(tmp_path):
+    out = tmp_path / "demo"
+    assert cli.prepare_demo_folder(out) == out  # created, marked
+    (out / "index.html").write_text("an earlier report")
+    assert cli.prepare_demo_folder(out) == out  # its own: no --force needed
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cli.prepare_demo_folder(empty)  # an empty folder is fine too
+    assert (empty / cli.DEMO_MARKER).is_file()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(cli.CommandError, match="is a file"):
+        cli.prepare_demo_folder(tmp_path / "file", force=True)
+
+
+# --------------------------------------------------------------------------- backend choice
+
+
+def _installed(*modules):
+    return lambda module: module in modules
+
+
+@pytest.mark.parametrize(
+    "environ, installed, configured, expected",
+    [
+        ({"KERAS_BACKEND": "torch"}, (), None, ("torch", None)),  # the user's choice wins
+        ({}, ("tensorflow", "jax"), None, ("tensorflow", None)),  # Keras' default is there
+        ({}, ("jax", "torch"), None, ("jax", "tensorflow is not installed")),
+        ({}, ("torch",), None, ("torch", "tensorflow is not installed")),
+        ({}, ("torch",), "tensorflow", ("torch", "tensorflow is not installed")),
+        ({}, ("torch", "jax"), "jax", ("jax", None)),  # keras.json's choice is installed
+        ({}, ("torch",), "jax", ("torch", "jax is not installed")),
+        ({}, ("tensorflow",), "jax", ("tensorflow", "jax is not installed")),
+        ({}, (), None, (None, "tensorflow is not installed, nor JAX or PyTorch")),
+        ({"KERAS_BACKEND": ""}, ("jax",), None, ("jax", "tensorflow is not installed")),
+    ],
+)
+def test_choose_backend(environ, installed, configured, expected):
+    chosen = environment.choose_backend(environ, _installed(*installed), configured)
+    assert chosen == expected
+
+
+def test_use_installed_backend_before_and_after_keras(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(tmp_path)  # no keras.json: Keras would use TensorFlow
+    code = (
+        "import sys; from keras_explainable.cli import environment as e;"
+        "e.is_installed = lambda m: m == 'torch';"
+        "import os; print(e.use_installed_backend(), os.environ.get('KERAS_BACKEND'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.stdout.split() == ["torch", "torch"], result.stderr
+    assert result.stderr == (
+        "keras-explainable: using the torch backend (tensorflow is not installed; set "
+        "KERAS_BACKEND to choose).\n"
+    )
+    # once Keras is imported, nothing changes (this test process has imported it)
+    environ = {}
+    assert environment.use_installed_backend(environ) is not None
+    assert environ == {}
+
+
+def test_quiet_frameworks_keeps_the_users_settings():
+    environ = {"TF_CPP_MIN_LOG_LEVEL": "0"}
+    environment.quiet_frameworks(environ)
+    assert environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    assert environ["GRPC_VERBOSITY"] == "ERROR"
