@@ -192,20 +192,21 @@ _TABLE = (
          "Desai & Ramaswamy, WACV 2020, doi:10.1109/WACV45572.2020.9093360", ("ablation-cam",)),
     MethodSpec(
         "gradients", "Gradients", "gradient", f"{_GRADIENT}:gradients", "normalize", False,
-        False, "|gradient| of the score w.r.t. each pixel",
+        False, "absolute gradient of the score w.r.t. each pixel",
         "Simonyan et al., 2013, arXiv:1312.6034",
         ("saliency", "gradient", "vanilla_gradients"),
     ),
     MethodSpec(
         "gradients_x_inputs", "Gradient x Input", "gradient", f"{_GRADIENT}:gradients_x_inputs",
-        "absolute_normalize", False, False, "|pixel x gradient|, summed over channels",
+        "absolute_normalize", False, False,
+        "pixel x gradient, summed over channels (absolute value)",
         "Shrikumar et al., 2016, arXiv:1605.01713",
         ("gradient_x_input", "gradients_x_input", "input_x_gradient"),
     ),
     MethodSpec(
         "integrated_gradients", "Integrated Gradients", "gradient",
         f"{_GRADIENT}:integrated_gradients", "absolute_normalize", False, False,
-        "|gradients integrated from a black image|",
+        "gradients integrated along the path from a black image, times the input",
         "Sundararajan et al., ICML 2017, arXiv:1703.01365", ("ig", "integrated-gradients"),
     ),
     MethodSpec(
@@ -222,12 +223,12 @@ _TABLE = (
     ),
     MethodSpec(
         "occlusion", "Occlusion", "perturbation", f"{_PERTURBATION}:occlusion", "normalize",
-        False, False, "score lost when a sliding window is hidden (window: 1/8 of the image)",
+        False, False, "score lost when a sliding window is hidden",
         "Zeiler & Fergus, ECCV 2014, arXiv:1311.2901", explain_params=_occlusion_params,
     ),
     MethodSpec(
         "rise", "RISE", "perturbation", f"{_PERTURBATION}:rise", "normalize", False, False,
-        "random masks averaged with the scores they get (1000 masks)",
+        "random masks averaged with the scores they get",
         "Petsiuk et al., BMVC 2018, arXiv:1806.07421", explain_params=_rise_params,
     ),
 )  # fmt: skip
@@ -280,6 +281,10 @@ def get(name) -> MethodSpec:
     raise ValueError(f"Unknown method {name!r}.{hint} Known methods: {', '.join(METHODS)}.")
 
 
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a bare pipe would end the table cell
+
+
 def _linked(reference: str) -> str:
     head, marker, tail = reference.partition("arXiv:")
     if not marker:
@@ -288,7 +293,11 @@ def _linked(reference: str) -> str:
 
 
 def markdown_table() -> str:
-    """The methods table of the docs, rendered from :data:`METHODS` (one row per method)."""
+    """The methods table of the docs, rendered from :data:`METHODS` (one row per method).
+
+    README.md and docs/methods.md hold it between the lines ``<!-- methods table: ...``
+    and ``<!-- end of methods table -->``; ``tests/test_docs.py`` checks that they match.
+    """
     rows = [
         "| shortcut | method | family | default post-processing | resized | what the map shows "
         "| reference |",
@@ -301,8 +310,8 @@ def markdown_table() -> str:
             post = f"`filters.{spec.postprocessing}`" if spec.postprocessing else "none"
             rows.append(
                 f"| `ke.{spec.name}` | {spec.title} (`{spec.call}`) | {spec.family} | {post} "
-                f"| {'yes' if spec.resizing else 'no'} | {spec.summary} "
-                f"| {_linked(spec.reference)} |"
+                f"| {'yes' if spec.resizing else 'no'} | {_cell(spec.summary)} "
+                f"| {_cell(_linked(spec.reference))} |"
             )
     return "\n".join(rows) + "\n"
 
