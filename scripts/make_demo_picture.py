@@ -15,12 +15,19 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from PIL import Image
+from keras_explainable.cli.environment import use_installed_backend
 
-from keras_explainable import cli
-from keras_explainable.data import DEMO_CLASS_NAMES, demo_images, load_demo_model
-from keras_explainable.explanation import METHODS, explain_prediction
-from keras_explainable.utils import visualize
+use_installed_backend()  # before Keras is imported: an installed backend if Keras' is missing
+
+from PIL import Image  # noqa: E402
+
+from keras_explainable import cli  # noqa: E402
+from keras_explainable.cli._common import registry  # noqa: E402
+from keras_explainable.data import DEMO_CLASS_NAMES, demo_images, load_demo_model  # noqa: E402
+from keras_explainable.explanation import explain_prediction  # noqa: E402
+from keras_explainable.utils import visualize  # noqa: E402
+
+METHODS, _ = registry()
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = (("gradcam", 0), ("gradcam", 1), ("gradcampp", 0), ("scorecam", 0),

@@ -67,14 +67,14 @@ def keras_config_backend(environ: Mapping[str, str] | None = None) -> str | None
 
 def choose_backend(
     environ: Mapping[str, str],
-    installed: Callable[[str], bool] = is_installed,
+    installed: Callable[[str], bool] | None = None,
     configured: str | None = None,
 ) -> tuple[str | None, str | None]:
     """The backend Keras should use, and why it was picked (``None`` when not picked).
 
     Args:
         environ: the environment (``KERAS_BACKEND`` is read from it).
-        installed: ``module name -> bool``; :func:`is_installed` by default.
+        installed: ``module name -> bool``; :func:`is_installed` when ``None``.
         configured: the backend of ``keras.json``, if any.
 
     Returns:
@@ -83,6 +83,7 @@ def choose_backend(
         ``backend`` is that one). Otherwise ``backend`` is the first installed of
         :data:`BACKEND_MODULES` (``None`` if there is none) and ``reason`` says why.
     """
+    installed = installed or is_installed
     explicit = environ.get("KERAS_BACKEND")
     if explicit:
         return explicit, None  # the user's choice; Keras reports it if it is missing
