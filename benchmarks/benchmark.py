@@ -305,11 +305,11 @@ def _fit_step_cache(size):
     is gone, the run goes on (and the first-call column tells whether steps recompile).
     """
     try:
-        from keras_explainable.engine import explaining
+        from keras_explainable.engine import step
 
-        if explaining._CACHE_SIZE < size:
-            print(f"  (engine step cache {explaining._CACHE_SIZE} -> {size} for this run)")
-            explaining._CACHE_SIZE = size
+        if step._CACHE_SIZE < size:
+            print(f"  (engine step cache {step._CACHE_SIZE} -> {size} for this run)")
+            step._CACHE_SIZE = size
     except (ImportError, AttributeError) as error:
         print(f"(could not enlarge the step cache: {error})", file=sys.stderr)
 

@@ -14,6 +14,7 @@ from keras import layers, ops
 
 import keras_explainable as ke
 from tests import models
+from tests.reference import bilinear_resize
 
 C = ke.methods.cams
 UNITS = {
@@ -154,23 +155,6 @@ def np_eigencam(act, units, center=False):
     return np.repeat(np.stack(maps)[..., None], units.shape[1], axis=-1)
 
 
-def _interpolation(source, target):
-    """(target, source) linear interpolation matrix, half-pixel centres, clamped edges."""
-    matrix = np.zeros((target, source))
-    for i in range(target):
-        position = min(max((i + 0.5) * source / target - 0.5, 0.0), source - 1)
-        low = int(np.floor(position))
-        high = min(low + 1, source - 1)
-        matrix[i, low] += 1 - (position - low)
-        matrix[i, high] += position - low
-    return matrix
-
-
-def _upsample(act, size):
-    rows, cols = _interpolation(act.shape[1], size[0]), _interpolation(act.shape[2], size[1])
-    return np.einsum("Hh,bhwk,Ww->bHWk", rows, act, cols)
-
-
 def _softmax(values, axis):
     values = values - values.max(axis=axis, keepdims=True)
     e = np.exp(values)
@@ -184,7 +168,7 @@ def np_scorecam(net, x, units, softmax="channels", top_n=None):
         order = np.argsort(-act.var(axis=(1, 2)), axis=-1, kind="stable")[:, :top_n]
         act = np.take_along_axis(act, order[:, None, None, :], axis=-1)
         k = top_n
-    up = _upsample(act, x.shape[1:3])
+    up = bilinear_resize(act, x.shape[1:3])
     low, high = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
     valid = act.max(axis=(1, 2)) > act.min(axis=(1, 2))  # (B, K)
     masks = np.where(high > low, (up - low) / np.where(high > low, high - low, 1), 0)

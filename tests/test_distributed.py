@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import string
 import subprocess
 import sys
 import textwrap
@@ -47,11 +48,14 @@ x = models.inputs(7)
 y = np.arange(7) % models.CLASSES
 seen = []
 
+def spied_gradcam(model, rows=slice(None), batch_size=3):
+    return ke.explain(spy, model, x[rows], y[rows], batch_size=batch_size, verbose=0,
+                      postprocessing=ke.filters.positive_normalize)
+
 def run_all(model):
     # gradcam through a spy (batch 3: the step pads 3 rows to 4 for 2 devices),
     # gradients (batch 4: even) and scorecam (batch 3, a perturbation method).
-    spied = ke.explain(spy, model, x, y, batch_size=3, verbose=0,
-                       postprocessing=ke.filters.positive_normalize)
+    spied = spied_gradcam(model)
     grads = ke.gradients(model, x, y, batch_size=4, verbose=0)
     score = ke.scorecam(model, x, y, batch_size=3, verbose=0)
     return {"gradcam": spied, "gradients": grads, "scorecam": score}
@@ -66,35 +70,51 @@ def save(results, observed):
         json.dump(observed, file)
 """
 
-_JAX_CHILD = """
+# The spy records how the batch reaching the step is split: [devices, shard shape]
+# on JAX, [replicas, rows per replica] on TensorFlow.
+_JAX_SPY = """
 import jax
 
 def spy(model, inputs, **params):
     jax.debug.inspect_array_sharding(
         inputs, callback=lambda s: seen.append([len(s.device_set), s.shard_shape(inputs.shape)]))
     return ke.methods.cams.gradcam(model, inputs, **params)
+"""
 
+_TF_SPY = """
+def spy(model, inputs, **params):
+    context = tf.distribute.get_replica_context()
+    seen.append([context.num_replicas_in_sync, int(inputs.shape[0])])
+    return ke.methods.cams.gradcam(model, inputs, **params)
+"""
+
+# One device vs. two inside a distribution scope ($scope), on every backend that has one.
+_DATA_PARALLEL_CHILD = string.Template("""
+$spy
 model = models.gap_dense_cnn()
 results = {"single": run_all(model)}
-observed = {"devices": jax.device_count(), "single": list(seen)}
+observed = {"single": list(seen)}
 seen.clear()
-with keras.distribution.DataParallel().scope():
+$setup
+with $scope:
     results["parallel"] = run_all(model)
     observed["parallel"] = list(seen)
     # A model built inside the scope has its weights replicated from the start.
-    results["built_inside"] = {"gradcam": ke.explain(
-        spy, models.gap_dense_cnn(), x, y, batch_size=3, verbose=0,
-        postprocessing=ke.filters.positive_normalize)}
+    results["built_inside"] = {"gradcam": spied_gradcam(models.gap_dense_cnn())}
     # New weights reach the cached program (no stale replicated copy).
     models.set_seeded_weights(model, seed=3)
-    results["reweighted_parallel"] = {"gradcam": ke.explain(
-        spy, model, x, y, batch_size=3, verbose=0,
-        postprocessing=ke.filters.positive_normalize)}
-results["reweighted_single"] = {"gradcam": ke.explain(
-    spy, model, x, y, batch_size=3, verbose=0,
-    postprocessing=ke.filters.positive_normalize)}
+    results["reweighted_parallel"] = {"gradcam": spied_gradcam(model)}
+results["reweighted_single"] = {"gradcam": spied_gradcam(model)}
+$finish
 save(results, observed)
-"""
+""")
+
+_JAX_CHILD = _DATA_PARALLEL_CHILD.substitute(
+    spy=_JAX_SPY,
+    setup="",
+    scope="keras.distribution.DataParallel().scope()",
+    finish='observed["devices"] = jax.device_count()',
+)
 
 # Before Keras (or anything else) initialises TensorFlow's devices.
 _TF_PRELUDE = """
@@ -104,35 +124,12 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 """
 
-_TF_CHILD = """
-
-def spy(model, inputs, **params):
-    context = tf.distribute.get_replica_context()
-    seen.append([context.num_replicas_in_sync, int(inputs.shape[0])])
-    return ke.methods.cams.gradcam(model, inputs, **params)
-
-model = models.gap_dense_cnn()
-results = {"single": run_all(model)}
-observed = {"single": list(seen)}
-seen.clear()
-strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    results["parallel"] = run_all(model)
-    observed["parallel"] = list(seen)
-    # A model built inside the scope holds mirrored variables.
-    results["built_inside"] = {"gradcam": ke.explain(
-        spy, models.gap_dense_cnn(), x, y, batch_size=3, verbose=0,
-        postprocessing=ke.filters.positive_normalize)}
-    models.set_seeded_weights(model, seed=3)
-    results["reweighted_parallel"] = {"gradcam": ke.explain(
-        spy, model, x, y, batch_size=3, verbose=0,
-        postprocessing=ke.filters.positive_normalize)}
-results["reweighted_single"] = {"gradcam": ke.explain(
-    spy, model, x, y, batch_size=3, verbose=0,
-    postprocessing=ke.filters.positive_normalize)}
-observed["replicas"] = strategy.num_replicas_in_sync
-save(results, observed)
-"""
+_TF_CHILD = _DATA_PARALLEL_CHILD.substitute(
+    spy=_TF_SPY,
+    setup='strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])',
+    scope="strategy.scope()",
+    finish='observed["replicas"] = strategy.num_replicas_in_sync',
+)
 
 
 def _child_env(**extra):
@@ -227,26 +224,21 @@ jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=process)
 """
 
-_JAX_PROCESS_CHILD = """
-
-def spy(model, inputs, **params):
-    jax.debug.inspect_array_sharding(
-        inputs, callback=lambda s: seen.append([len(s.device_set), s.shard_shape(inputs.shape)]))
-    return ke.methods.cams.gradcam(model, inputs, **params)
-
+_JAX_PROCESS_CHILD = (
+    _JAX_SPY
+    + """
 # The single-device reference is computed by the test itself.
 model = models.gap_dense_cnn()
 results = {}
 # Each process explains its own samples: rows 0-3 and rows 4-6 (padded by the engine).
 mine = slice(0, 4) if process == 0 else slice(4, 7)
 with keras.distribution.DataParallel().scope():
-    results["parallel"] = {"gradcam": ke.explain(
-        spy, model, x[mine], y[mine], batch_size=4, verbose=0,
-        postprocessing=ke.filters.positive_normalize)}
+    results["parallel"] = {"gradcam": spied_gradcam(model, mine, batch_size=4)}
 observed = {"devices": jax.device_count(), "local": jax.local_device_count(),
             "parallel": seen, "rows": [mine.start, mine.stop]}
 save(results, observed)
 """
+)
 
 
 def _free_port() -> int:

@@ -223,6 +223,43 @@ def test_one_hot_units(model, x, y):
         ke.gradcam(model, x, one_hot, verbose=0)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_float_one_hot_units(model, x, y, dtype):
+    """Float one-hot rows are integral, but explaining them would explain units 0 and 1."""
+    one_hot = np.eye(models.CLASSES, dtype=dtype)[y]
+    with _raises(TypeError, "one-hot", "labels.argmax(-1)", "y.astype(int)"):
+        ke.gradcam(model, x, one_hot, verbose=0)
+    with _raises(TypeError, "one-hot", "labels.argmax(-1)"):
+        ke.gradients(model, iter([(x, one_hot)]), verbose=0)
+
+
+def test_integral_float_units_are_unit_indices(model, x, y):
+    """Integral floats that are not one-hot rows are still accepted as indices."""
+    expected = ke.gradcam(model, x, y, verbose=0)
+    for units in (y.astype("float32"), np.stack([y, (y + 1) % models.CLASSES], 1) * 1.0):
+        scores, maps = ke.gradcam(model, x, units, verbose=0)
+        np.testing.assert_allclose(scores[:, :1], expected[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(maps[..., :1], expected[1], rtol=1e-6, atol=1e-6)
+
+
+def test_metrics_reject_float_one_hot_y(model, x, y):
+    """The metrics share explain's validator of ``y``."""
+    maps = np.random.default_rng(0).random(x.shape[:3])
+    one_hot = np.eye(models.CLASSES)[y]
+    with _raises(TypeError, "one-hot", "labels.argmax(-1)", "y.astype(int)"):
+        ke.metrics.deletion(model, x, maps, one_hot, steps=4)
+    with _raises(TypeError, "one-hot", "labels.argmax(-1)"):
+        ke.metrics.average_drop(model, x, maps, one_hot)
+    with _raises(TypeError, "must be integers", "such as 0.5"):
+        ke.metrics.average_drop(model, x, maps, y + 0.5)
+    with _raises(ValueError, "one class index per image", f"({len(x)},)"):
+        ke.metrics.average_drop(model, x, maps, np.stack([y, y], 1))
+    with _raises(ValueError, "the unit 9 (sample 0)", "outside", "y=None"):
+        ke.metrics.average_drop(model, x, maps, np.r_[9, y[1:]])
+    reference = ke.metrics.average_drop(model, x, maps, y)
+    np.testing.assert_allclose(ke.metrics.average_drop(model, x, maps, y * 1.0), reference)
+
+
 def test_units_from_both_y_and_the_dataset(model, x, y):
     batches = iter([(x[:3], y[:3]), (x[3:], y[3:])])
     with _raises(ValueError, "Both `y` and the dataset", "pass only one"):

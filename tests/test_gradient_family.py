@@ -16,8 +16,10 @@ import keras_explainable as ke
 
 try:
     from tests import models
+    from tests.reference import bilinear_resize, linear_weights
 except ImportError:  # tests/ on sys.path instead of the repository root
     import models
+    from reference import bilinear_resize, linear_weights
 
 H = W = 12
 C = 3
@@ -125,24 +127,6 @@ def _absolute_normalize(term, axes):
     return (term - low) / np.maximum(high - low, 1e-12)
 
 
-def _linear_matrix(source, target):
-    """(target, source) linear interpolation, half-pixel centres, edges clamped."""
-    matrix = np.zeros((target, source))
-    for i in range(target):
-        centre = min(max((i + 0.5) * source / target - 0.5, 0.0), source - 1)
-        low = int(np.floor(centre))
-        high = min(low + 1, source - 1)
-        matrix[i, low] += 1 - (centre - low)
-        matrix[i, high] += centre - low
-    return matrix
-
-
-def _np_bilinear(maps, size):
-    rows = _linear_matrix(maps.shape[1], size[0])
-    cols = _linear_matrix(maps.shape[2], size[1])
-    return np.einsum("Hh,bhwu,Ww->bHWu", rows, maps, cols)
-
-
 def _np_fullgrad(model, x, units):
     f, g = _np_backprop(model, x, units)
     axes = (1, 2, 3)
@@ -151,7 +135,7 @@ def _np_fullgrad(model, x, units):
     maps += _absolute_normalize(g["z1"] * f["b1"][:, None], axes).sum(axis=3)
     maps += _absolute_normalize(g["n"] * f["shift"][:, None], axes).sum(axis=3)
     small = _absolute_normalize(g["z2"] * f["b2"][:, None], axes).sum(axis=3)
-    maps += _np_bilinear(small, (H, W))
+    maps += bilinear_resize(small, (H, W))
     return f, maps
 
 
@@ -438,7 +422,7 @@ def test_full_gradients_of_a_1d_signal():
     expected = _absolute_normalize(_np(d.input_term).astype(np.float64), axes).sum(axis=2)
     expected += _absolute_normalize(_np(d.bias_terms[0]).astype(np.float64), axes).sum(axis=2)
     small = _absolute_normalize(_np(d.bias_terms[1]).astype(np.float64), axes).sum(axis=2)
-    expected += np.einsum("Tt,btu->bTu", _linear_matrix(8, 16), small)
+    expected += np.einsum("Tt,btu->bTu", linear_weights(8, 16), small)
     scores, maps = ke.explain(
         ke.methods.gradient.full_gradients, model, x, units, verbose=0, spatial_axis=(-2,),
         postprocessing=None, resizing=False,

@@ -10,8 +10,10 @@ from keras_explainable.methods import cams, gradient, meta
 
 try:
     from tests import models
+    from tests.reference import linear_resize
 except ImportError:  # tests/ on sys.path instead of the repository root
     import models
+    from reference import linear_resize
 
 UNITS = np.array([[1, 3], [4, 0], [2, 2]])
 
@@ -167,27 +169,6 @@ def test_smooth_rejects_bad_settings():
 # ------------------------------------------------------------------ tta
 
 
-def _linear_matrix(source, target):
-    """(target, source) linear interpolation, half-pixel centres, edges clamped."""
-    matrix = np.zeros((target, source))
-    for i in range(target):
-        centre = min(max((i + 0.5) * source / target - 0.5, 0.0), source - 1)
-        low = int(np.floor(centre))
-        high = min(low + 1, source - 1)
-        matrix[i, low] += 1 - (centre - low)
-        matrix[i, high] += centre - low
-    return matrix
-
-
-def _np_resize(x, size):
-    """Separable (bi/tri)linear resize of (batch, *spatial, channels) in float64."""
-    x = x.astype(np.float64)
-    for axis, target in enumerate(size, start=1):
-        matrix = _linear_matrix(x.shape[axis], target)
-        x = np.moveaxis(np.tensordot(matrix, x, axes=([1], [axis])), 0, axis)
-    return x
-
-
 def _ramp_method(model, inputs, indices=None, indices_axis=-1, indices_batch_dims=-1,
                  spatial_axis=(-3, -2), units=2):  # fmt: skip
     """Maps (u + 1) * x[..., 0] * position along the last spatial axis: not flip-invariant."""
@@ -215,12 +196,12 @@ def _np_tta_ramp(x, scales, hflip):
     total, count = 0.0, 0
     for scale in (1.0,) + tuple(scales):
         scaled = tuple(max(1, int(round(scale * s))) for s in size)
-        xs = _np_resize(x, scaled)
+        xs = linear_resize(x, scaled)
         for flip in (False, True) if hflip else (False,):
             view = _np_ramp(np.flip(xs, axis=last) if flip else xs)
             if flip:
                 view = np.flip(view, axis=last)
-            total = total + _np_resize(view, size)
+            total = total + linear_resize(view, size)
             count += 1
     return total / count
 
@@ -305,10 +286,10 @@ def test_tta_of_a_real_method_equals_the_numpy_combination_of_its_passes(base):
     target = _np(base_maps).shape[1:-1]
     total, count = 0.0, 0
     for scale in (1.0,) + scales:
-        xs = _np_resize(x, tuple(int(round(scale * s)) for s in x.shape[1:3])).astype("float32")
+        xs = linear_resize(x, tuple(int(round(scale * s)) for s in x.shape[1:3])).astype("float32")
         for flip in (False, True):
             view = _np(base(model, np.flip(xs, axis=2) if flip else xs, UNITS)[1])
-            total = total + _np_resize(np.flip(view, axis=2) if flip else view, target)
+            total = total + linear_resize(np.flip(view, axis=2) if flip else view, target)
             count += 1
     expected = total / count
     e_scores, e_maps = ke.explain(

@@ -272,35 +272,27 @@ def test_metric_calls_reuse_one_compiled_forward_per_model(rng):
     import gc
     import weakref
 
-    from keras_explainable.metrics import _common
+    from keras_explainable.engine import step as engine_step
 
     model = models.gap_dense_cnn()
     x = models.inputs(2)
     maps = rng.random((2, 12, 12))
-    traces = []
     first = metrics.deletion(model, x, maps, steps=4, batch_size=8)
-    (run,) = _common._FORWARDS[model].values()
-    forward = _common.backend.forward
-
-    def counting(*args, **kwargs):
-        traces.append(1)
-        return forward(*args, **kwargs)
-
-    _common.backend.forward = counting
-    try:
-        again = metrics.deletion(model, x, maps, steps=4, batch_size=8)
-        metrics.average_drop(model, x, maps, batch_size=8)
-    finally:
-        _common.backend.forward = forward
-    assert list(_common._FORWARDS[model].values()) == [run]  # the same program
+    step = engine_step.get_scores_step(model, "softmax")
+    traces, calls = step.traces, step.calls
+    assert calls > 0 and step.signatures()  # the metric ran through this cached step
+    again = metrics.deletion(model, x, maps, steps=4, batch_size=8)
+    metrics.average_drop(model, x, maps, batch_size=8)
+    assert engine_step.get_scores_step(model, "softmax") is step  # the same program
+    assert step.calls > calls
     # Compiled backends don't run the Python body again; torch runs it eagerly.
     if ke.backend.NAME == "torch":
-        assert len(traces) > 0
+        assert step.traces == step.calls
     else:
-        assert traces == []
+        assert step.traces == traces == 1
     np.testing.assert_allclose(again.curves, first.curves)
     # The cache holds the model weakly: it does not keep it alive.
     reference = weakref.ref(model)
-    del model, run
+    del model, step
     gc.collect()
     assert reference() is None

@@ -1,21 +1,21 @@
 """Helpers shared by the metrics: input checks, pixel ranking, AUC, batched scoring.
 
-Nothing here imports a framework: models run through
-:func:`keras_explainable.backend.forward` (no gradient tracking), compiled
-with :func:`keras_explainable.backend.compile`.
+Nothing here imports a framework or the backend: models run through the
+engine's scores-only step (no gradient tracking), compiled and cached like the
+explaining steps; ``y`` goes through the engine's one validator.
 """
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 
 import keras
 import numpy as np
 from keras import ops
 
-from .. import backend, inspection
-from ..engine.data import pad_to, to_numpy
+from ..engine.checks import check_units
+from ..engine.data import to_numpy
+from ..engine.step import get_scores_step, run_padded
 
 # --------------------------------------------------------------------------- checks
 
@@ -158,43 +158,14 @@ def normalized_auc(curves) -> np.ndarray:
 
 # --------------------------------------------------------------------------- scoring
 
-_ACTIVATIONS = ("softmax", "sigmoid", None)
-
-
-# Compiled forward passes, per model (weakly) and (activation, jit_compile): every
-# metric call on the same model reuses the program instead of tracing it again.
-_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _compiled_forward(model, activation, jit_compile: bool):
-    """The compiled ``inputs -> activated first output`` of ``model``, cached."""
-    key = (activation, jit_compile)
-    try:
-        cache = _FORWARDS.setdefault(model, {})
-    except TypeError:  # not weak-referenceable: no cache
-        cache = {}
-    if key not in cache:
-        model_ref = weakref.ref(model)  # the cache must not keep the model alive
-
-        def forward(inputs):
-            outputs, _ = backend.forward(model_ref(), inputs)
-            logits = ops.cast(inspection.first_output(outputs), "float32")
-            if activation == "softmax":
-                if logits.shape[-1] == 1:
-                    return logits  # a softmax over one unit is 1: Scorer raises
-                return ops.softmax(logits, axis=-1)
-            if activation == "sigmoid":
-                return ops.sigmoid(logits)
-            if callable(activation):
-                return activation(logits)
-            return logits
-
-        cache[key] = backend.compile(forward, model, jit_compile=jit_compile)
-    return cache[key]
-
 
 class Scorer:
     """Batched, compiled forward passes returning the model's activated outputs.
+
+    The forward pass is the engine's scores-only step
+    (:func:`keras_explainable.engine.step.get_scores_step`): the same step cache,
+    jit policy and padded batch run as ``explain``, so every metric call on a
+    model reuses one compiled program.
 
     Args:
         model: a Keras model whose first output is ``(batch, classes)``.
@@ -211,29 +182,18 @@ class Scorer:
                 f"`model` must be a Keras 3 model; got a {type(model).__name__}. Metrics take "
                 "(model, x, maps, ...)."
             )
-        if activation not in _ACTIVATIONS and not callable(activation):
-            raise ValueError(
-                f"`activation` is 'softmax', 'sigmoid', None (raw outputs) or a function; "
-                f"got {activation!r}."
-            )
         self.model = model
         self.activation = activation
+        self._step = get_scores_step(model, activation, jit_compile)
         self.batch_size = positive_int(batch_size, "batch_size")
-        if jit_compile is None:
-            jit_compile = backend.NAME == "jax"
-        self._run = _compiled_forward(model, activation, bool(jit_compile))
         self.classes = None
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         """Activated outputs ``(rows, classes)`` of a numpy batch of any length."""
         results = []
         for start in range(0, len(inputs), self.batch_size):
-            chunk = inputs[start : start + self.batch_size]
-            rows = len(chunk)
-            padded = pad_to(np.ascontiguousarray(chunk, dtype=np.float32), self.batch_size)
-            out = np.asarray(
-                ops.convert_to_numpy(self._run(ops.convert_to_tensor(padded))), np.float64
-            )
+            chunk = np.ascontiguousarray(inputs[start : start + self.batch_size], dtype=np.float32)
+            out = np.asarray(run_padded(self._step, chunk, None, self.batch_size), np.float64)
             if out.ndim != 2:
                 raise ValueError(
                     f"The first output of '{self.model.name}' has shape {out.shape}; metrics need "
@@ -244,37 +204,24 @@ class Scorer:
                     f"'{self.model.name}' has a single output unit: a softmax over it is always "
                     "1. Pass activation='sigmoid' (binary classifier) or activation=None."
                 )
-            results.append(out[:rows])
+            results.append(out)
         scores = np.concatenate(results)
         self.classes = scores.shape[-1]
         return scores
 
     def units(self, x: np.ndarray, y) -> np.ndarray:
-        """The explained class of every image: ``y`` checked, or the top-1 prediction."""
+        """The explained class of every image: ``y`` checked, or the top-1 prediction.
+
+        ``y`` goes through the engine's one validator (:func:`check_units`):
+        integers (or integral floats; not one-hot rows), one per image, in range.
+        """
         if y is None:
             return self(x).argmax(axis=-1)
-        y = to_numpy(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.ndim != 1 or len(y) != len(x):
-            raise ValueError(
-                f"`y` must hold one class index per image, shape ({len(x)},); got {y.shape}."
-            )
-        if not np.issubdtype(y.dtype, np.integer):
-            if np.issubdtype(y.dtype, np.floating) and np.all(np.mod(y, 1) == 0):
-                y = y.astype(np.int64)
-            else:
-                raise TypeError(
-                    f"`y` holds class indices, which must be integers; got {y.dtype}. For "
-                    "one-hot labels pass labels.argmax(-1)."
-                )
         classes = self.classes or self(x[:1]).shape[-1]
-        if np.any((y < 0) | (y >= classes)):
-            raise ValueError(
-                f"`y` holds indices outside [0, {classes - 1}] ('{self.model.name}' has "
-                f"{classes} outputs)."
-            )
-        return y.astype(np.int64)
+        units = check_units(
+            to_numpy(y), len(x), classes, model_name=self.model.name, one_per_sample=True
+        )
+        return units[:, 0].astype(np.int64)
 
     def scores_of_rows(
         self, total: int, build: Callable[[int, int], np.ndarray], units: np.ndarray

@@ -1,0 +1,258 @@
+"""The engine's compiled steps: one cache, one jit policy, one padded batch run.
+
+``explain`` and the metrics both run models through a :class:`CompiledStep`
+from :func:`get_step`: the step is compiled once per (model, body, method,
+parameters, jit setting) and input signature, and every batch is padded to the
+compiled size (:func:`run_padded`), so a dataset of any length traces once.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import weakref
+from collections.abc import Callable
+
+import numpy as np
+from keras import ops
+
+from .. import backend, inspection
+from .._axes import SPATIAL_AXIS, positive_axes
+from ..resizing import resize
+from .data import pad_to
+
+_CACHE_SIZE = 32  # compiled steps kept per model: room to loop over every method
+_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCK = threading.RLock()  # the cache is shared by every thread explaining a model
+
+ACTIVATIONS = ("softmax", "sigmoid", None)
+
+
+def jit_policy(jit_compile=None) -> bool:
+    """The one jit policy: ``None`` means XLA on JAX only (TF graphs and eager torch
+    elsewhere); otherwise what the caller asked."""
+    if jit_compile is None:
+        return backend.NAME == "jax"
+    return bool(jit_compile)
+
+
+def explain_step(
+    model,
+    method: Callable,
+    inputs,
+    indices=None,
+    spatial_axis=SPATIAL_AXIS,
+    postprocessing: Callable | None = None,
+    resizing: bool | tuple = True,
+    **params,
+):
+    """One batch: the method, then ``postprocessing``, then resizing to the inputs.
+
+    Args:
+        model: the model being explained.
+        method: an explaining method (see :mod:`keras_explainable.methods`).
+        inputs: a batch ``(batch, *spatial, channels)``.
+        indices: ``(batch, units)`` unit indices, or ``None`` for all units.
+        spatial_axis: the spatial axes of ``inputs`` and of the maps.
+        postprocessing: ``f(maps, axis=spatial_axis)`` applied to the raw maps.
+        resizing: ``True`` resizes the maps (bilinear) to the inputs' spatial
+            size, a tuple to that size, ``False`` leaves them as they are.
+        **params: the method's own parameters.
+
+    Returns:
+        ``(scores, maps)`` tensors, maps as float32.
+    """
+    scores, maps = method(model, inputs, indices=indices, spatial_axis=spatial_axis, **params)
+    if len(maps.shape) != len(inputs.shape):
+        raise ValueError(
+            f"The method returned maps of shape {tuple(maps.shape)} for inputs of shape "
+            f"{tuple(inputs.shape)}; maps must be (batch, *spatial, units)."
+        )
+    maps = ops.cast(maps, "float32")
+    if postprocessing is not None:
+        maps = postprocessing(maps, axis=spatial_axis)
+    if resizing is not None and resizing is not False:
+        axes = positive_axes(spatial_axis, len(inputs.shape))
+        size = [inputs.shape[a] for a in axes] if resizing is True else resizing
+        maps = resize(maps, size, spatial_axis)
+    return ops.cast(scores, "float32"), maps
+
+
+class CompiledStep:
+    """A compiled step for one (model, method, parameters): ``step(inputs, indices)``.
+
+    The body is :func:`explain_step` (``(scores, maps)``), or for the metrics'
+    forward passes :func:`scores_step` (``method`` is then the activation).
+
+    Attributes:
+        traces: how many times the step's Python body ran. On TensorFlow and JAX
+            this is the number of traces (compilations); PyTorch runs eagerly
+            and executes the body on every call.
+        calls: how many batches it processed.
+    """
+
+    def __init__(self, model, method, params, jit_compile, body=None):
+        self.traces = 0
+        self.calls = 0
+        self.method = method
+        self._params = params  # keeps objects keyed by id alive
+        # A weak reference: the cache is keyed (weakly) by the model, so a strong
+        # one here would keep every explained model alive forever.
+        self._model = weakref.ref(model)
+        self._jit_compile = jit_compile
+        self._body = explain_step if body is None else body
+        # One compiled function per input signature: tf.function's relaxed
+        # retracing would otherwise turn the units axis into `None` when a later
+        # call has another shape, and methods need static shapes.
+        self._compiled: dict = {}
+        self._failure = None
+
+    def _step(self, inputs, indices):
+        self.traces += 1
+        try:
+            return self._body(self._model(), self.method, inputs, indices, **self._params)
+        except Exception as error:
+            self._failure = error  # the original, before the framework wraps it
+            raise
+
+    def signatures(self) -> list:
+        """The ``(inputs, indices)`` signatures compiled so far: ``(shape, dtype)`` each."""
+        return list(self._compiled)
+
+    def __call__(self, inputs, indices):
+        self.calls += 1
+        signature = (_signature(inputs), _signature(indices))
+        run = self._compiled.get(signature)
+        if run is None:
+            run = backend.compile(self._step, self._model(), jit_compile=self._jit_compile)
+            self._compiled[signature] = run
+        self._failure = None
+        try:
+            return run(inputs, indices)
+        except Exception as error:
+            failure, self._failure = self._failure, None
+            if failure is None or failure is error:
+                raise
+            # tf.function re-raises errors of the traced code with its own
+            # "in user code:" preamble; hand the user the original error.
+            raise failure.with_traceback(failure.__traceback__) from None
+        finally:
+            self._failure = None
+
+
+def padded_size(step, source, xb, units) -> int:
+    """The rows every batch is padded to: the source's batch size, or a larger one
+    (at most the requested ``batch_size``) for which ``step`` is already compiled.
+
+    An array shorter than ``batch_size`` runs as one batch of its own length, so 4
+    samples don't pay for 32; but when the step was compiled for a size between the
+    two, padding to it costs less than tracing again.
+    """
+    size = source.batch_size
+    limit = source.requested_batch_size
+    if not limit or size >= limit or not backend.is_compiled_per_shape():
+        return size
+    columns = None if units is None else units.shape[1:]
+    sizes = [
+        inputs[0][0]
+        for inputs, indices in step.signatures()
+        if inputs[0][1:] == tuple(xb.shape[1:])
+        and (None if indices is None else indices[0][1:]) == columns
+        and size <= inputs[0][0] <= limit
+    ]  # fmt: skip
+    return min(sizes, default=size)
+
+
+def _signature(tensor):
+    if tensor is None:
+        return None
+    return tuple(tensor.shape), str(tensor.dtype)
+
+
+def _freeze(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    try:
+        hash(value)
+    except TypeError:
+        return ("object", id(value))
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def get_step(model, method, force=False, jit_compile=None, **params) -> CompiledStep:
+    """The cached compiled step for ``(model, method, params)``, built on first use.
+
+    The key holds the method and every parameter, so a step is never reused for
+    another method or other settings (the original cached one per model).
+    """
+    return _cached(model, explain_step, method, params, force, jit_compile)
+
+
+def scores_step(model, activation, inputs, indices=None):
+    """The activated first output of ``model`` (``(batch, classes)`` float32), no gradients.
+
+    ``activation`` is ``"softmax"``, ``"sigmoid"``, ``None`` (raw outputs) or a
+    function of the logits; ``indices`` is unused (the step's common signature).
+    """
+    outputs, _ = backend.forward(model, inputs)
+    logits = ops.cast(inspection.first_output(outputs), "float32")
+    if activation == "softmax":
+        if logits.shape[-1] == 1:
+            return logits  # a softmax over one unit is 1: the metrics raise
+        return ops.softmax(logits, axis=-1)
+    if activation == "sigmoid":
+        return ops.sigmoid(logits)
+    if callable(activation):
+        return activation(logits)
+    return logits
+
+
+def get_scores_step(model, activation="softmax", jit_compile=None) -> CompiledStep:
+    """The cached compiled :func:`scores_step` of ``model`` (the metrics' forward pass).
+
+    It lives in the same cache as the explaining steps: every metric call on a
+    model reuses one program per activation.
+    """
+    if activation not in ACTIVATIONS and not callable(activation):
+        raise ValueError(
+            f"`activation` is 'softmax', 'sigmoid', None (raw outputs) or a function; "
+            f"got {activation!r}."
+        )
+    return _cached(model, scores_step, activation, {}, False, jit_compile)
+
+
+def _cached(model, body: Callable, method, params, force, jit_compile) -> CompiledStep:
+    jit_compile = jit_policy(jit_compile)
+    key = (body, method, _freeze(params), jit_compile)
+    with _LOCK:
+        try:
+            steps = _STEPS.setdefault(model, collections.OrderedDict())
+        except TypeError:  # an unhashable or non-weakref-able model: no cache
+            steps = collections.OrderedDict()
+        if force or key not in steps:
+            steps[key] = CompiledStep(model, method, params, jit_compile, body=body)
+            while len(steps) > _CACHE_SIZE:
+                steps.popitem(last=False)
+        steps.move_to_end(key)
+        return steps[key]
+
+
+def run_padded(step: CompiledStep, inputs: np.ndarray, indices, size: int):
+    """One numpy batch through ``step``, padded to ``size`` rows and sliced back.
+
+    Padding to the size the step was compiled for keeps a partial batch from
+    tracing again. Returns numpy outputs (a tuple for a tuple-valued step) of
+    ``len(inputs)`` rows; they may be views of the step's output buffers.
+    """
+    rows = len(inputs)
+    inputs = ops.convert_to_tensor(pad_to(inputs, size))
+    if indices is not None:
+        indices = ops.convert_to_tensor(pad_to(indices, size))
+    outputs = step(inputs, indices)
+    if isinstance(outputs, (tuple, list)):
+        return tuple(ops.convert_to_numpy(output)[:rows] for output in outputs)
+    return ops.convert_to_numpy(outputs)[:rows]
