@@ -386,3 +386,30 @@ def test_quiet_frameworks_keeps_the_users_settings():
     environment.quiet_frameworks(environ)
     assert environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
     assert environ["GRPC_VERBOSITY"] == "ERROR"
+
+
+_NOISY = """
+import os, sys
+from keras_explainable.cli.environment import filtered_stderr
+with filtered_stderr():
+    os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called are "
+                b"written to STDERR\\n")
+    os.write(2, b"I0000 00:00:1796293685.110380    4735 cudart_stub.cc:31] No cuda drivers\\n")
+    os.write(2, b"E0000 00:00:1796293708.433937 4735 cuda_platform.cc:52] failed call to cuInit\\n")
+    os.write(2, b"E0000 00:00:1796293708.433937    4735 other.cc:52] a real error\\n")
+    print("a Python line", file=sys.stderr)
+    os.write(2, b"no newline at the end")
+print("after", file=sys.stderr)
+"""
+
+
+def test_framework_start_up_lines_are_filtered_from_stderr():
+    result = subprocess.run(
+        [sys.executable, "-c", _NOISY], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "E0000 00:00:1796293708.433937    4735 other.cc:52] a real error",
+        "a Python line",
+        "no newline at the endafter",
+    ]

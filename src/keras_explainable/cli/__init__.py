@@ -62,7 +62,7 @@ from ._common import (
     one_line,
     registry,
 )
-from .environment import quiet_frameworks, use_installed_backend
+from .environment import filtered_stderr, quiet_frameworks, use_installed_backend
 
 __all__ = ["DEMO_MARKER", "CommandError", "build_parser", "main"]
 
@@ -278,8 +278,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    if not args.verbose:
-        quiet_frameworks()
+    if args.verbose:
+        return _run(args)
+    quiet_frameworks()
+    if argv is not None:  # called in-process (tests, scripts): leave their stderr alone
+        return _run(args)
+    with filtered_stderr():
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return args.handler(args)
     except CommandError as error:

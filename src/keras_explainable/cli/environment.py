@@ -18,14 +18,23 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
 import os
+import re
 import sys
+import threading
 from collections.abc import Callable, Mapping, MutableMapping
 
-__all__ = ["BACKEND_MODULES", "choose_backend", "quiet_frameworks", "use_installed_backend"]
+__all__ = [
+    "BACKEND_MODULES",
+    "choose_backend",
+    "filtered_stderr",
+    "quiet_frameworks",
+    "use_installed_backend",
+]
 
 #: The module each Keras backend needs, in the order an automatic choice prefers them:
 #: JAX and PyTorch first, as the smaller CPU installs (measured: docs/benchmarks.md).
@@ -127,3 +136,50 @@ def quiet_frameworks(environ: MutableMapping[str, str] | None = None) -> None:
         environ.setdefault(name, value)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+#: Lines the frameworks' C++ code writes straight to the stderr file descriptor, whatever
+#: TF_CPP_MIN_LOG_LEVEL says (absl logs before its initialisation: "I0000 ... cudart_stub.cc:31]
+#: Could not find cuda drivers", "failed call to cuInit" on a machine without a GPU).
+NOISE = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR"
+    rb"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w./-]+:\d+\] "
+    rb"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w./-]+:\d+\] failed call to cuInit"
+    rb"|To enable the following instructions: .* rebuild TensorFlow)"
+)
+
+
+@contextlib.contextmanager
+def filtered_stderr(noise: re.Pattern = NOISE):
+    """Drop the frameworks' start-up lines from the stderr *file descriptor* while inside.
+
+    Python's own output and every other line pass through unchanged (in order, line by
+    line). Used by the ``keras-explainable`` program (not by in-process calls of
+    :func:`keras_explainable.cli.main`); ``--verbose`` turns it off.
+    """
+    try:
+        target = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real descriptor: nothing to filter
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(target)
+    read, write = os.pipe()
+    os.dup2(write, target)
+    os.close(write)
+
+    def pump():
+        with os.fdopen(read, "rb") as source:
+            for line in source:
+                if not noise.match(line):
+                    os.write(saved, line)
+
+    thread = threading.Thread(target=pump, name="keras-explainable-stderr", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, target)  # the pipe's last writer closes: the pump reads to the end
+        thread.join(timeout=10)
+        os.close(saved)
