@@ -102,7 +102,7 @@ def test_the_docs_methods_table_is_the_registrys():
     assert found, "docs/methods.md lost its methods table markers"
     assert found[1].strip() == registry.markdown_table().strip(), (
         "docs/methods.md's methods table is out of date: paste "
-        "`python -m keras_explainable.methods.registry` between its markers."
+        "`python -m keras_explainable.methods` between its markers."
     )
     rows = registry.markdown_table().splitlines()[2:]
     assert len(rows) == len(registry.METHODS)

@@ -152,3 +152,9 @@ class Explanation:
         found = ", ".join(f"{t.label} {t.score:.4g}" for t in self.targets)
         layer = f" at '{self.layer}'" if self.layer else ""
         return f"<Explanation: {self.method} of '{self.model_name}'{layer}: {found}>"
+
+
+# their public home: repr, docs and pickles name keras_explainable.explanation
+for _klass in (TargetExplanation, Explanation):
+    _klass.__module__ = "keras_explainable.explanation"
+del _klass

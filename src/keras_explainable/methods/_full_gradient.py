@@ -310,3 +310,7 @@ def full_gradients(
             layer_map = resize(layer_map, size, axes, interpolation="bilinear")
         maps = maps + ops.cast(layer_map, maps.dtype)
     return decomposition.scores, maps
+
+
+# its public home: keras_explainable.methods.gradient (repr, docs, pickles)
+FullGradientDecomposition.__module__ = "keras_explainable.methods.gradient"

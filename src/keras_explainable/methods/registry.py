@@ -10,8 +10,8 @@ paper, the old spellings it is also known by, and the parameters
 
 From this table come the ``ke.*`` shortcuts, ``ke.explain_prediction``'s
 ``method=`` choices, ``keras-explainable methods`` and the methods table of
-``docs/methods.md`` (:func:`markdown_table`; ``python -m
-keras_explainable.methods.registry`` prints it).
+``docs/methods.md`` (:func:`markdown_table`; ``python -m keras_explainable.methods``
+prints it).
 
 This module imports neither Keras nor a framework: listing or looking up methods
 is instant.
@@ -314,7 +314,3 @@ def markdown_table() -> str:
                 f"| {_cell(_linked(spec.reference))} |"
             )
     return "\n".join(rows) + "\n"
-
-
-if __name__ == "__main__":  # python -m keras_explainable.methods.registry
-    print(markdown_table(), end="")
