@@ -56,7 +56,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--label", default="", help="a label for the table's rows")
-    parser.add_argument("--only", default=None, help="run only commands containing this text")
+    parser.add_argument(
+        "--only", default=None, help="run only commands containing one of these (comma-separated)"
+    )
     args = parser.parse_args()
     backend = os.environ.get("KERAS_BACKEND", "(unset)")
     if os.path.exists("/proc/loadavg"):  # how busy the machine was
@@ -66,7 +68,7 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:
         for name, argv in commands(Path(folder)).items():
-            if args.only and args.only not in name:
+            if args.only and not any(part in name for part in args.only.split(",")):
                 continue
             times, noise, code = [], 0, None
             for round_ in range(args.rounds):
