@@ -105,39 +105,43 @@ class CompiledStep:
         # retracing would otherwise turn the units axis into `None` when a later
         # call has another shape, and methods need static shapes.
         self._compiled: dict = {}
-        self._failure = None
+        self._lock = threading.Lock()
+        # The error of a failed trace, per thread: threads share the step.
+        self._local = threading.local()
 
     def _step(self, inputs, indices):
         self.traces += 1
         try:
             return self._body(self._model(), self.method, inputs, indices, **self._params)
         except Exception as error:
-            self._failure = error  # the original, before the framework wraps it
+            self._local.failure = error  # the original, before the framework wraps it
             raise
 
     def signatures(self) -> list:
         """The ``(inputs, indices)`` signatures compiled so far: ``(shape, dtype)`` each."""
-        return list(self._compiled)
+        with self._lock:
+            return list(self._compiled)
 
     def __call__(self, inputs, indices):
         self.calls += 1
         signature = (_signature(inputs), _signature(indices))
-        run = self._compiled.get(signature)
-        if run is None:
-            run = backend.compile(self._step, self._model(), jit_compile=self._jit_compile)
-            self._compiled[signature] = run
-        self._failure = None
+        with self._lock:  # threads racing on a new shape share one compiled function
+            run = self._compiled.get(signature)
+            if run is None:
+                run = backend.compile(self._step, self._model(), jit_compile=self._jit_compile)
+                self._compiled[signature] = run
+        self._local.failure = None
         try:
             return run(inputs, indices)
         except Exception as error:
-            failure, self._failure = self._failure, None
+            failure, self._local.failure = getattr(self._local, "failure", None), None
             if failure is None or failure is error:
                 raise
             # tf.function re-raises errors of the traced code with its own
             # "in user code:" preamble; hand the user the original error.
             raise failure.with_traceback(failure.__traceback__) from None
         finally:
-            self._failure = None
+            self._local.failure = None
 
 
 def padded_size(step, source, xb, units) -> int:
