@@ -120,9 +120,34 @@ def compile(fn, model, jit_compile=True):
         plan = _batch_sharding()
         if plan is not None:
             return sharded(plan, args)
-        return jitted([v.value for v in variables], *args)
+        values = _weights(model, variables)
+        try:
+            return jitted(values, *args)
+        except RuntimeError as error:
+            if "has been deleted" in str(error):  # a buffer donated by Keras' predict/fit
+                raise RuntimeError(_DETACHED.format(name=model.name)) from None
+            raise
 
     return run
+
+
+_DETACHED = (
+    "The weights of '{name}' were taken off the model while explaining it: Keras' JAX "
+    "`model.predict` / `fit` / `evaluate` detach a model's weights while they run (a "
+    "memory saving of Keras on JAX), so nothing else can use the model meanwhile, from "
+    "any thread. In a server, predict with `model(x)` (or a jitted `model.stateless_call`) "
+    "instead of `model.predict`, or hold one lock around predict and explain."
+)
+
+
+def _weights(model, variables):
+    try:  # a detached variable has no value and no initializer left to make one
+        values = [v.value for v in variables]
+    except TypeError:
+        values = [None]
+    if any(value is None for value in values):
+        raise RuntimeError(_DETACHED.format(name=model.name))
+    return values
 
 
 class _Plan(NamedTuple):
