@@ -108,6 +108,7 @@ def compile(fn, model, jit_compile=True):
     if not jit_compile:
         return fn
     variables = list(model.variables)
+    name = model.name  # not the model: the step cache must not keep it alive
 
     def stateless(values, *args):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
@@ -120,12 +121,12 @@ def compile(fn, model, jit_compile=True):
         plan = _batch_sharding()
         if plan is not None:
             return sharded(plan, args)
-        values = _weights(model, variables)
+        values = _weights(name, variables)
         try:
             return jitted(values, *args)
         except RuntimeError as error:
             if "has been deleted" in str(error):  # a buffer donated by Keras' predict/fit
-                raise RuntimeError(_DETACHED.format(name=model.name)) from None
+                raise RuntimeError(_DETACHED.format(name=name)) from None
             raise
 
     return run
@@ -140,13 +141,13 @@ _DETACHED = (
 )
 
 
-def _weights(model, variables):
+def _weights(name, variables):
     try:  # a detached variable has no value and no initializer left to make one
         values = [v.value for v in variables]
     except TypeError:
         values = [None]
     if any(value is None for value in values):
-        raise RuntimeError(_DETACHED.format(name=model.name))
+        raise RuntimeError(_DETACHED.format(name=name))
     return values
 
 
