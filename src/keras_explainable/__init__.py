@@ -25,7 +25,16 @@ __version__ = "0.1.0.dev0"
 # the shortcuts (ke.gradcam, ke.full_gradients, ...): one per method of the registry
 globals().update(_SHORTCUTS)
 
-_SUBMODULES = ("backend", "filters", "inspection", "methods", "metrics", "utils", "wsol")
+_SUBMODULES = (
+    "backend",
+    "filters",
+    "inspection",
+    "methods",
+    "metrics",
+    "targets",
+    "utils",
+    "wsol",
+)
 _LAZY = {
     "explain": ("engine", "explain"),
     "explain_step": ("engine", "explain_step"),

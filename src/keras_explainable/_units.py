@@ -15,8 +15,8 @@ def first_output(outputs):
     """The first output of a model (its logits, for an exposed model)."""
     if isinstance(outputs, dict):
         raise ValueError(
-            "Models with dict outputs are not supported; wrap the model so that the "
-            "scores to explain are its first output."
+            f"The model returns a dict of outputs ({', '.join(map(repr, outputs))}), which "
+            "has no first output; pick the one to explain with target=ke.targets.output(name)."
         )
     if isinstance(outputs, (list, tuple)):
         return outputs[0]

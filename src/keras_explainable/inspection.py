@@ -302,20 +302,23 @@ def expose(model, arguments=None, outputs=None, input_shape=None) -> ExposedMode
 _EXPOSURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def activation_taps(model, input_shape=None) -> tuple[Tap, ...]:
+def activation_taps(model, input_shape=None, convention: bool = True) -> tuple[Tap, ...]:
     """The intermediate signals a CAM method should explain for ``model``.
 
     - an :class:`ExposedModel`: the activations it exposes;
-    - a model with several outputs ``[logits, *activations]`` (the seed's
-      convention for exposed functional models): the layers producing
-      ``activations``;
-    - a single-output model: the default of :func:`expose` (cached per model).
+    - with ``convention``, a model with several outputs ``[logits,
+      *activations]`` (the seed's convention for exposed functional models):
+      the layers producing ``activations``;
+    - any other model: the default of :func:`expose` (cached per model).
+
+    ``convention=False`` when the model's outputs are all outputs (a target
+    such as ``ke.targets.output(name)`` picks one of them).
     """
     if isinstance(model, ExposedModel):
         return model.activation_taps
     outputs = None
     try:
-        outputs = model.outputs
+        outputs = model.outputs if convention else None
     except (AttributeError, ValueError):
         pass
     if outputs and len(outputs) > 1:
