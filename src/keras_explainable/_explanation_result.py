@@ -28,7 +28,8 @@ class TargetExplanation:
         score: the model's output for it (a logit or a probability, as the
             model produces).
         probability: the softmax probability of the class (the output itself
-            when it already is a probability distribution).
+            when it already is a probability distribution); NaN when the
+            explained ``target=`` scores no classes (a regression value).
         heatmap: the map, ``(H, W)`` floats (in ``[0, 1]`` with the default
             post-processing), at the resolution of the model's input.
     """
@@ -126,6 +127,8 @@ class Explanation:
         return Image.fromarray(overlay_arrays(self.image, heatmap, cmap=cmap, alpha=alpha))
 
     def _caption(self, target: TargetExplanation) -> str:
+        if np.isnan(target.probability):  # a target that scores no classes
+            return f"{target.label}: {target.score:.3g}"
         return f"{target.label}: {target.probability:.0%}"
 
     def figure(self, alpha: float = 0.5, **kwargs):

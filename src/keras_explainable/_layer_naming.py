@@ -41,8 +41,12 @@ def _resolve_layer_name(model, layer):
     return layer
 
 
-def _expose(model, layer, input_shape):
-    """An exposed model for ``layer`` (cached per model and layer)."""
+def _expose(model, layer, input_shape, convention=True):
+    """An exposed model for ``layer`` (cached per model and layer).
+
+    ``convention``: a model with several outputs is taken as ``[logits,
+    *activations]`` (false when a target picks one of its outputs).
+    """
     if isinstance(model, inspection.ExposedModel) and layer is None:
         return model
     if layer is None and not isinstance(model, inspection.ExposedModel):
@@ -50,7 +54,7 @@ def _expose(model, layer, input_shape):
             outputs = model.outputs
         except (AttributeError, ValueError):
             outputs = None
-        if outputs and len(outputs) > 1:  # already [logits, activations]
+        if convention and outputs and len(outputs) > 1:  # already [logits, activations]
             return model
     key = _layer_key(layer)
     try:

@@ -23,6 +23,7 @@ Args:
         ``tf.data.Dataset``, a ``keras.utils.PyDataset`` or any batch iterable
         (see ``ke.explain``).
     y: the units to explain, ``(N, units)`` or ``(N,)``; ``None`` for every unit.
+    target: what is explained: {target_note}
     **params: ``ke.explain``'s options (``batch_size``, ``verbose``,
         ``postprocessing``, ``resizing``, ...) and the method's own parameters
         (see ``ke.{call}``), all overriding the defaults above.
@@ -36,10 +37,10 @@ Returns:
 def shortcut(spec: MethodSpec):
     """``ke.explain`` bound to ``spec``'s method and defaults (built without importing Keras)."""
 
-    def explain_with(model, x, y=None, **params):
+    def explain_with(model, x, y=None, target=None, **params):
         from .engine import explain
 
-        return explain(spec.load(), model, x, y, **{**spec.defaults, **params})
+        return explain(spec.load(), model, x, y, target=target, **{**spec.defaults, **params})
 
     explain_with.__name__ = explain_with.__qualname__ = spec.name
     explain_with.__module__ = "keras_explainable"
@@ -50,6 +51,15 @@ def shortcut(spec: MethodSpec):
         reference=spec.reference,
         post=f"ke.filters.{spec.postprocessing}" if spec.postprocessing else "None",
         resizing=spec.resizing,
+        target_note=(
+            "``None`` (the classes of the first output, gathered at ``y``), a\n"
+            "        ``ke.targets`` target (``output(name)``, ``regression()``,\n"
+            "        ``segmentation(mask)``, ...) or a function ``(outputs, units) ->\n"
+            "        (batch, units)`` scores, compiled into the step."
+            if spec.any_target
+            else "only the default, ``None`` or ``ke.targets.classes()`` (the method's\n"
+            "        weights are the classifier's; use ``ke.gradcam`` for other targets)."
+        ),
         model_note=(
             " (an exposed model, ``ke.inspection.expose``, picks the explained layer; "
             "otherwise the input of the last global pooling layer is explained)"

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from . import engine, inspection
+from . import targets as _targets  # `targets` is explain_prediction's class indices
 from ._explanation_result import Explanation, TargetExplanation
 from ._layer_naming import (  # noqa: F401  (_expose: used by the command line)
     _EXPOSED,
@@ -126,15 +127,42 @@ def _probabilities(outputs: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum()
 
 
-def _model_outputs(model, inputs) -> np.ndarray:
-    outputs = engine.forward(model, inputs)
-    logits = keras.ops.convert_to_numpy(inspection.first_output(outputs))
+def _model_outputs(model, inputs, target=None) -> np.ndarray:
+    """The scores of every unit: the first output, or ``target(outputs, None)``."""
+    if target is None:
+        outputs = engine.forward(model, inputs)
+        logits = keras.ops.convert_to_numpy(inspection.first_output(outputs))
+    else:
+        outputs = engine.forward(_targets.model_to_run(model, target), inputs)
+        logits = keras.ops.convert_to_numpy(_targets.selector(target, None)(outputs, ()))
     if logits.ndim != 2:
         raise ValueError(
             f"'{model.name}' outputs shape {tuple(logits.shape)}; explain_prediction explains "
-            "classifiers, whose (first) output is (batch, classes)."
+            "classifiers, whose (first) output is (batch, classes), or another output with "
+            "target= (ke.targets.output(name), ke.targets.segmentation(), ...)."
         )
     return logits[0]
+
+
+def _bound_target(target, model, chosen):
+    bound = _targets.bound(target, model)
+    if bound is not None and bound.needs_units and chosen is None:
+        raise ValueError(
+            f"The target {bound!r} explains given units: pass `targets=` (e.g. the class "
+            "index whose region is explained)."
+        )
+    return bound
+
+
+def _units_of(target, model, inputs) -> int:
+    """How many units ``target`` scores (for checking ``targets``): from the outputs."""
+    outputs = engine.forward(_targets.model_to_run(model, target), inputs)
+    count = target.units_of(outputs)
+    if count is None:
+        raise ValueError(
+            f"The target {target!r} needs `targets=` but cannot tell how many units it has."
+        )
+    return count
 
 
 # --------------------------------------------------------------------------- the call
@@ -149,6 +177,7 @@ def explain_prediction(
     top_k: int = 1,
     class_names=None,
     preprocessing="none",
+    target=None,
     **params: Any,
 ) -> Explanation:
     """Explain a classifier's prediction on one picture.
@@ -178,6 +207,12 @@ def explain_prediction(
         preprocessing: applied after resizing: ``"none"`` (default: the pixel
             values as given), ``"scale01"``, ``"minus1to1"``, ``"imagenet-caffe"``,
             ``"imagenet-torch"``, or a function ``f(pixels) -> inputs``.
+        target: what is explained (:mod:`ke.targets`): ``None`` (the classes
+            of the first output), ``ke.targets.output(name)`` for one output of
+            a multi-output model, ``ke.targets.regression()``,
+            ``ke.targets.segmentation()`` (give ``targets=``: the classes whose
+            region is explained) or a function. ``targets`` then indexes the
+            units the target scores, and ``top_k`` picks its highest ones.
         **params: passed to ``ke.explain``: the method's own parameters and
             ``postprocessing`` / ``resizing`` to override the defaults.
 
@@ -216,35 +251,48 @@ def explain_prediction(
         )
     input_shape = inspection.input_shape_of(model)
     inputs, picture = prepare_image(image, input_shape, preprocessing)
-    outputs = _model_outputs(model, inputs)
+    bound = _bound_target(target, model, targets)
+    if bound is not None and bound.needs_units:
+        outputs = np.zeros(_units_of(bound, model, inputs))  # the scores come with the maps
+    else:
+        outputs = _model_outputs(model, inputs, bound)
     _check_class_names(class_names, outputs.shape[-1])
     chosen = _resolve_targets(targets, outputs, top_k, class_names)
 
     explained_model, layer_name = model, None
+    convention = bound is None or not bound.reads_model_outputs
     if info.uses_layer:
-        explained_model = _expose(model, layer, tuple(inputs.shape))
-        taps = inspection.activation_taps(explained_model, input_shape=tuple(inputs.shape))
+        explained_model = _expose(model, layer, tuple(inputs.shape), convention)
+        taps = inspection.activation_taps(
+            explained_model, input_shape=tuple(inputs.shape), convention=convention
+        )
         layer_name = ", ".join(describe_layer(model, tap) for tap in taps)
 
     settings = info.defaults
     if info.explain_params is not None:
         settings.update(info.explain_params(tuple(inputs.shape[1:-1])))
     settings.update(params)
+    if target is not None:
+        settings["target"] = target
     units = np.array([chosen], np.int32)
-    _, maps = engine.explain(
+    scores, maps = engine.explain(
         info.load(), explained_model, inputs, units, batch_size=1, verbose=0, **settings
     )
     maps = np.asarray(maps[0], np.float32)  # (H, W, units)
-    probabilities = _probabilities(outputs)
+    if bound is None:
+        values, probabilities = outputs[chosen], _probabilities(outputs)[chosen]
+    else:  # the target's scores; a probability only for a class vector
+        values = scores[0]
+        probabilities = _probabilities(outputs)[chosen] if bound.scores_classes else None
     explained = tuple(
         TargetExplanation(
-            target=target,
-            name=_class_name(class_names, target),
-            score=float(outputs[target]),
-            probability=float(probabilities[target]),
+            target=unit,
+            name=_class_name(class_names, unit),
+            score=float(values[position]),
+            probability=float("nan") if probabilities is None else float(probabilities[position]),
             heatmap=maps[..., position],
         )
-        for position, target in enumerate(chosen)
+        for position, unit in enumerate(chosen)
     )
     name = getattr(model, "explained_model", model).name
     return Explanation(picture, inputs, explained, info.name, layer_name, name)

@@ -5,17 +5,21 @@ Commands::
     keras-explainable demo [--out DIR] [--force]
     keras-explainable explain MODEL IMAGE_OR_FOLDER... [--method gradcam] [--top-k 1]
         [--layer NAME] [--out DIR] [--preprocess MODE] [--class-names FILE]
+        [--output NAME] [--regression [INDEX] [--decrease]]
     keras-explainable methods
 
 ``explain`` loads ``MODEL`` (a ``.keras`` / ``.h5`` file, loaded with
 ``safe_mode=True``, or a ``keras.applications`` name such as ``resnet50v2``,
 whose ImageNet weights Keras downloads on first use), explains every image and
 writes one overlay PNG per image, method and class plus an ``index.html``
-gallery into ``--out``. Class names come from ``--class-names``, else from the
-``.keras`` file's metadata (:func:`keras_explainable.cli.files.write_class_names`
-stores them there), else the classes are numbered. ``demo`` does the same,
-offline, with the small model and sample pictures shipped in the package and
-several methods side by side.
+gallery into ``--out``. ``--output NAME`` explains one output of a
+multi-output model (a name or a position), ``--regression INDEX`` a regression
+value instead of classes (``--decrease``: what lowers it); see
+:mod:`keras_explainable.targets`. Class names come from ``--class-names``, else from
+the ``.keras`` file's metadata, for the first output's classes
+(:func:`keras_explainable.cli.files.write_class_names` stores them there), else
+the classes are numbered. ``demo`` does the same, offline, with the small model
+and sample pictures shipped in the package and several methods side by side.
 
 Fast and quiet: ``--help``, ``--version``, ``methods`` and errors in the command
 line or its files answer without importing Keras or a framework. Before Keras is
@@ -99,6 +103,7 @@ def command_explain(args) -> int:
     methods = method_names(args.method)
     if args.top_k < 1:
         raise CommandError(f"--top-k must be at least 1; got {args.top_k}.", EXIT_USAGE)
+    _check_target_flags(args, methods)
     images = collect_images(args.images)
     class_names = load_class_names(args.class_names) if args.class_names else None
     if is_model_path(args.model):
@@ -107,6 +112,27 @@ def command_explain(args) -> int:
     report, page = _load_commands().explain(args, methods, images, class_names)
     _print_written(report, page)
     return EXIT_OK
+
+
+def _check_target_flags(args, methods) -> None:
+    """``--output`` / ``--regression`` / ``--decrease``: consistent, for methods taking them."""
+    if args.decrease and args.regression is None:
+        raise CommandError(
+            "--decrease explains what lowers a regression value; add --regression [INDEX].",
+            EXIT_USAGE,
+        )
+    if args.regression is not None and args.regression < 0:
+        raise CommandError(f"--regression INDEX is >= 0; got {args.regression}.", EXIT_USAGE)
+    if args.output is None and args.regression is None:
+        return
+    known, _ = registry()
+    fixed = [name for name in methods if not getattr(known[name], "any_target", True)]
+    if fixed:
+        raise CommandError(
+            f"--output/--regression choose what is explained, which {', '.join(fixed)} cannot "
+            "follow (its weights are the classifier's); use gradcam.",
+            EXIT_USAGE,
+        )
 
 
 def prepare_demo_folder(out: Path, force: bool = False) -> Path:
@@ -232,6 +258,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--class-names", default=None, metavar="FILE",
         help="class names: a text file (one per line) or JSON (list or {index: name}); "
         "default: the names stored in the .keras file, if any",
+    )  # fmt: skip
+    explain.add_argument(
+        "--output", default=None, metavar="NAME",
+        help="explain this output of a multi-output model: its name or position "
+        "(default: the first output)",
+    )  # fmt: skip
+    explain.add_argument(
+        "--regression", type=int, nargs="?", const=0, default=None, metavar="INDEX",
+        help="explain the regression value in column INDEX (default 0) of the output, "
+        "instead of classes",
+    )  # fmt: skip
+    explain.add_argument(
+        "--decrease", action="store_true",
+        help="with --regression: explain what lowers the value (default: what raises it)",
     )  # fmt: skip
     explain.add_argument("--quiet", action="store_true", help="no progress bar")
     explain.set_defaults(handler=command_explain)

@@ -175,6 +175,7 @@ def run(
     preprocessing=None,
     class_names=None,
     verbose: int = 1,
+    target=None,
 ) -> tuple[Report, Path]:
     """Explain every image with every method and write the report; returns it and its page."""
     report = Report(out, title=title, details=details)
@@ -193,6 +194,7 @@ def run(
                 top_k=top_k,
                 class_names=class_names,
                 preprocessing=preprocessing or "none",
+                target=target,
             )  # fmt: skip
             for name in methods
         ]
@@ -207,10 +209,40 @@ def describe_methods(methods: Sequence[str]) -> str:
     return ", ".join(f"{known[m].title} ({known[m].reference})" for m in methods)
 
 
+def build_target(args, model):
+    """The ``ke.targets`` target of ``--output`` / ``--regression`` (``None``: the classes).
+
+    Raises:
+        CommandError: ``EXIT_USAGE`` for an output the model does not have.
+    """
+    from .. import targets
+
+    if args.output is None and args.regression is None:
+        return None, "the classes of the first output"
+    then, what = None, "classes"
+    if args.regression is not None:
+        sign = -1 if args.decrease else 1
+        then = targets.regression(args.regression, sign)
+        what = f"regression value {args.regression} ({'decrease' if sign < 0 else 'increase'})"
+    target = then
+    where = "the first output"
+    if args.output is not None:
+        key = parse_layer(args.output)  # a position or a name, as for --layer
+        target = targets.output(key, then=then)
+        where = f"output {key!r}"
+    try:
+        targets.bound(target, model)
+    except (ValueError, TypeError) as error:
+        raise CommandError(one_line(error), EXIT_USAGE) from None
+    return target, f"{what} of {where}"
+
+
 def explain(args, methods, images, class_names) -> tuple[Report, Path]:
     """``keras-explainable explain``, once its arguments and files are checked."""
     model, app_preprocessing, model_names = load_model(args.model)
-    class_names = class_names if class_names is not None else model_names
+    target, explained = build_target(args, model)
+    if class_names is None and target is None:  # the file's names are the first output's
+        class_names = model_names
     layer = parse_layer(args.layer)
     check_layer(model, layer, methods)
     if args.preprocess is not None:
@@ -224,6 +256,7 @@ def explain(args, methods, images, class_names) -> tuple[Report, Path]:
         "methods": describe_methods(methods),
         "layer": "automatic (shown per method)" if layer is None else str(layer),
         "preprocessing": preprocessing_name,
+        "explained": explained,
         "classes explained": f"top {args.top_k} per image",
         "backend": keras.backend.backend(),
     }
@@ -231,7 +264,7 @@ def explain(args, methods, images, class_names) -> tuple[Report, Path]:
         return run(
             model, images, methods, Path(args.out), title=f"{PROGRAM}: {model.name}",
             details=details, top_k=args.top_k, layer=layer, preprocessing=preprocessing,
-            class_names=class_names, verbose=0 if args.quiet else 1,
+            class_names=class_names, verbose=0 if args.quiet else 1, target=target,
         )  # fmt: skip
     except ValueError as error:  # e.g. class names that do not fit the model
         raise CommandError(one_line(error), EXIT_USAGE) from None

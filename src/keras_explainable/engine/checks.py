@@ -15,7 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .. import backend, inspection
+from .. import backend, inspection, targets
 from .._axes import positive_axes
 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -117,12 +117,17 @@ def _symbolic_outputs(model, sample: np.ndarray):
         return None
 
 
-def probe(model, sample: np.ndarray) -> int:
+def probe(model, sample: np.ndarray, target=None) -> int | None:
     """The number of units the model outputs for samples like ``sample``.
 
     Found symbolically when the model is built (free), else by running one
-    sample, which also builds an unbuilt model.
+    sample, which also builds an unbuilt model. With a bound ``target`` (see
+    :mod:`keras_explainable.targets`) it is ``target.units_of(outputs)``:
+    ``None`` when the target cannot tell (``y`` is then only checked to hold
+    non-negative integers).
     """
+    if target is not None:
+        model = targets.model_to_run(model, target)
     key = tuple(sample.shape[1:])
     try:
         cached = _PROBES.setdefault(model, {})
@@ -141,14 +146,18 @@ def probe(model, sample: np.ndarray) -> int:
                 f"(samples, *spatial, channels). The model raised {type(error).__name__}: "
                 f"{detail}"
             ) from error
-        logits = inspection.first_output(outputs)
-        if len(logits.shape) != 2:
-            raise ValueError(
-                f"The explained output of '{model.name}' has shape {tuple(logits.shape)}; it "
-                "must be (batch, units). Expose the logits layer or add a pooling head."
-            )
-        cached[key] = int(logits.shape[-1])
-    return cached[key]
+        cached[key] = outputs
+    outputs = cached[key]
+    if target is not None:
+        return target.units_of(outputs)
+    logits = inspection.first_output(outputs)
+    if len(logits.shape) != 2:
+        raise ValueError(
+            f"The explained output of '{model.name}' has shape {tuple(logits.shape)}; it "
+            "must be (batch, units). Expose the logits layer, add a pooling head, or explain "
+            "another output with target= (ke.targets.output, ke.targets.segmentation, ...)."
+        )
+    return int(logits.shape[-1])
 
 
 def _looks_one_hot(units: np.ndarray) -> bool:
@@ -192,7 +201,7 @@ def _integral_units(units: np.ndarray) -> np.ndarray:
 def check_units(
     units,
     rows: int,
-    num_units: int,
+    num_units: int | None,
     offset: int = 0,
     model_name: str = "model",
     one_per_sample: bool = False,
@@ -226,6 +235,15 @@ def check_units(
         raise ValueError(
             f"`y` gives {len(units)} rows of units for {rows} samples; give one row per sample."
         )
+    if num_units is None:  # a target that cannot tell: non-negative is all we know
+        negative = np.argwhere(units < 0)
+        if len(negative):
+            row, column = negative[0]
+            raise ValueError(
+                f"`y` holds the unit {units[row, column]} (sample {offset + row}); unit "
+                "indices must be >= 0."
+            )
+        return units.astype(np.int32)
     outside = (units < 0) | (units >= num_units)
     if outside.any():
         row, column = np.argwhere(outside)[0]

@@ -14,6 +14,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from .. import targets
 from .._axes import SPATIAL_AXIS
 from . import checks
 from .data import Source
@@ -93,8 +94,11 @@ def explain(
             them (e.g. when a callback consumes each batch's maps, or only the
             file is wanted); the scores are always returned.
         **method_params: ``spatial_axis``, ``postprocessing`` (``f(maps, axis)``),
-            ``resizing`` (``True``, a size tuple or ``False``), ``jit_compile``
-            and the method's own parameters.
+            ``resizing`` (``True``, a size tuple or ``False``), ``jit_compile``,
+            ``target`` (what is explained, see :mod:`ke.targets`; default: the
+            first output's units at ``y``; it is compiled into the step, and a
+            target's per-sample data, such as a segmentation mask, is batched
+            and padded with ``x``) and the method's own parameters.
 
     Returns:
         ``(scores, maps)``: ``scores`` a ``(samples, units)`` numpy array;
@@ -140,10 +144,16 @@ def explain(
             "to keep only the scores (callbacks still receive every batch's maps)."
         )
     path = checks.check_maps_file(maps_file)
+    if method_params.get("target", ...) is None:
+        del method_params["target"]  # the default: the same step as without target=
+    target = targets.bound(method_params.get("target"), model)  # names checked now
     source = Source(x, y, batch_size=batch_size, steps=steps)
     if source.array is not None:  # the shape first: a wrong rank also miscounts y's rows
         checks.check_inputs(model, source.array.shape, source.array.dtype, spatial_axis)
     source.check_y_rows()
+    if target is not None and target.needs_units and y is None and source.array is not None:
+        raise ValueError(_NEEDS_Y.format(target=target))
+    rows_data = _per_sample(target, source)
     progress = keras.utils.Progbar(source.num_batches, verbose=verbose) if verbose else None
     callback_list = keras.callbacks.CallbackList(callbacks, model=model) if callbacks else None
     writer = None if path is None else MapsWriter(path)
@@ -151,6 +161,7 @@ def explain(
         all_scores, all_maps = _run(
             source, model, method, force, jit_compile, spatial_axis, method_params,
             callback_list, progress, writer, keep_maps=return_maps and writer is None,
+            target=target, rows_data=rows_data,
         )  # fmt: skip
         if callback_list:
             callback_list.on_predict_end()
@@ -166,9 +177,45 @@ def explain(
     return np.concatenate(all_scores), maps
 
 
+_NEEDS_Y = (
+    "The target {target!r} explains given units: pass y (e.g. the class index of each "
+    "sample, shape (samples,) or (samples, units)); y=None means every unit, which this "
+    "target cannot score."
+)
+
+
+def _per_sample(target, source) -> dict:
+    """The target's per-sample arrays, checked against the number of samples."""
+    if target is None:
+        return {}
+    data = {name: np.asarray(array) for name, array in target.per_sample().items()}
+    total = source.num_samples
+    for name, array in data.items():
+        if array.ndim == 0 or (total is not None and len(array) != total):
+            raise ValueError(
+                f"The target {target!r} holds {name!r} of shape {array.shape}, but `x` has "
+                f"{total} samples: give one row per sample of `x`, in the same order."
+            )
+    return data
+
+
+def _batch_rows(target, rows_data, seen, rows):
+    """This batch's rows of the target's per-sample arrays (``seen`` samples before it)."""
+    batch = []
+    for name, array in rows_data.items():
+        part = array[seen : seen + rows]
+        if len(part) != rows:
+            raise ValueError(
+                f"The target {target!r} holds {len(array)} rows of {name!r}, but `x` yielded "
+                f"more samples ({seen + rows} so far): give one row per sample of `x`."
+            )
+        batch.append(part)
+    return batch
+
+
 def _run(
     source, model, method, force, jit_compile, spatial_axis, method_params,
-    callback_list, progress, writer, keep_maps,
+    callback_list, progress, writer, keep_maps, target=None, rows_data=None,
 ):  # fmt: skip
     """The loop of ``explain``: every batch through the step; scores (and maps) kept."""
     step = None
@@ -187,7 +234,7 @@ def _run(
         if step is None:
             checks.check_inputs(model, xb.shape, xb.dtype, spatial_axis)
             sample_shape = xb.shape[1:]
-            num_units = checks.probe(model, xb.astype(checks.float_dtype(xb), copy=False))
+            num_units = checks.probe(model, xb.astype(checks.float_dtype(xb), copy=False), target)
             step = get_step(
                 model, method, force=force, jit_compile=jit_compile,
                 spatial_axis=spatial_axis, **method_params,
@@ -199,6 +246,8 @@ def _run(
                 "Resize the inputs to one size (or explain each size in its own call)."
             )
         checks.check_finite(xb, seen)
+        if units is None and target is not None and target.needs_units:
+            raise ValueError(_NEEDS_Y.format(target=target))
         units = checks.check_units(units, rows, num_units, seen, model.name)
         columns = None if units is None else units.shape[1]
         if index == 0:
@@ -216,7 +265,8 @@ def _run(
         # One batch at a time: a memory-mapped `x` is read (and converted) a batch at
         # a time, never copied whole.
         xb = xb.astype(checks.float_dtype(xb), copy=False)
-        scores, maps = run_padded(step, xb, units, size)
+        batch_rows = _batch_rows(target, rows_data, seen, rows) if rows_data else ()
+        scores, maps = run_padded(step, xb, units, size, batch_rows)
         # A copy of the few scores, not a view that would keep the batch's buffer alive.
         scores = np.array(scores)
         all_scores.append(scores)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 from keras import ops
 
-from .. import backend, inspection
+from .. import backend, inspection, targets
 from .._axes import SPATIAL_AXIS, positive_axes
 from ..resizing import resize
 from .data import pad_to
@@ -79,10 +79,14 @@ def explain_step(
 
 
 class CompiledStep:
-    """A compiled step for one (model, method, parameters): ``step(inputs, indices)``.
+    """A compiled step for one (model, method, parameters): ``step(inputs, indices, *rows)``.
 
     The body is :func:`explain_step` (``(scores, maps)``), or for the metrics'
     forward passes :func:`scores_step` (``method`` is then the activation).
+    When the parameters hold a ``target`` with per-sample data
+    (``target.per_sample()``, e.g. a segmentation mask), the batch's rows of
+    each array follow ``indices``, in :attr:`row_names` order, and the body
+    gets the target holding them (``target.with_rows``).
 
     Attributes:
         traces: how many times the step's Python body ran. On TensorFlow and JAX
@@ -101,6 +105,9 @@ class CompiledStep:
         self._model = weakref.ref(model)
         self._jit_compile = jit_compile
         self._body = explain_step if body is None else body
+        target = targets.as_target(params.get("target"))
+        #: the names of the target's per-sample arrays the step takes after ``indices``
+        self.row_names = tuple(target.per_sample()) if target is not None else ()
         # One compiled function per input signature: tf.function's relaxed
         # retracing would otherwise turn the units axis into `None` when a later
         # call has another shape, and methods need static shapes.
@@ -109,22 +116,31 @@ class CompiledStep:
         # The error of a failed trace, per thread: threads share the step.
         self._local = threading.local()
 
-    def _step(self, inputs, indices):
+    def _step(self, inputs, indices, *rows):
         self.traces += 1
+        params = self._params
+        if self.row_names:  # this batch's rows of the target's per-sample data
+            target = targets.as_target(params["target"])
+            params = {**params, "target": target.with_rows(dict(zip(self.row_names, rows)))}
         try:
-            return self._body(self._model(), self.method, inputs, indices, **self._params)
+            return self._body(self._model(), self.method, inputs, indices, **params)
         except Exception as error:
             self._local.failure = error  # the original, before the framework wraps it
             raise
 
     def signatures(self) -> list:
-        """The ``(inputs, indices)`` signatures compiled so far: ``(shape, dtype)`` each."""
+        """The ``(inputs, indices, *rows)`` signatures compiled so far: ``(shape, dtype)`` each."""
         with self._lock:
             return list(self._compiled)
 
-    def __call__(self, inputs, indices):
+    def __call__(self, inputs, indices, *rows):
+        if len(rows) != len(self.row_names):
+            raise ValueError(
+                f"This step takes the rows of {list(self.row_names) or 'no'} per-sample "
+                f"array(s) after `indices`; got {len(rows)}."
+            )
         self.calls += 1
-        signature = (_signature(inputs), _signature(indices))
+        signature = (_signature(inputs), _signature(indices), *map(_signature, rows))
         with self._lock:  # threads racing on a new shape share one compiled function
             run = self._compiled.get(signature)
             if run is None:
@@ -132,7 +148,7 @@ class CompiledStep:
                 self._compiled[signature] = run
         self._local.failure = None
         try:
-            return run(inputs, indices)
+            return run(inputs, indices, *rows)
         except Exception as error:
             failure, self._local.failure = getattr(self._local, "failure", None), None
             if failure is None or failure is error:
@@ -159,7 +175,7 @@ def padded_size(step, source, xb, units) -> int:
     columns = None if units is None else units.shape[1:]
     sizes = [
         inputs[0][0]
-        for inputs, indices in step.signatures()
+        for inputs, indices, *_ in step.signatures()
         if inputs[0][1:] == tuple(xb.shape[1:])
         and (None if indices is None else indices[0][1:]) == columns
         and size <= inputs[0][0] <= limit
@@ -196,16 +212,28 @@ def get_step(model, method, force=False, jit_compile=None, **params) -> Compiled
     return _cached(model, explain_step, method, params, force, jit_compile)
 
 
-def scores_step(model, activation, inputs, indices=None):
-    """The activated first output of ``model`` (``(batch, classes)`` float32), no gradients.
+def scores_step(model, activation, inputs, indices=None, target=None):
+    """The activated scores of ``model`` (``(batch, classes)`` float32), no gradients.
 
     ``activation`` is ``"softmax"``, ``"sigmoid"``, ``None`` (raw outputs) or a
     function of the logits; ``indices`` is unused (the step's common signature).
+    Without a ``target`` the scores are the first output; with one (see
+    :mod:`keras_explainable.targets`) they are ``target(outputs, None)``, every
+    unit it scores: the softmax applies when those are a class vector
+    (``target.scores_classes``) and is skipped otherwise (a regression value),
+    a sigmoid or a function always applies.
     """
-    outputs, _ = backend.forward(model, inputs)
-    logits = ops.cast(inspection.first_output(outputs), "float32")
+    if target is None:
+        outputs, _ = backend.forward(model, inputs)
+        logits = ops.cast(inspection.first_output(outputs), "float32")
+        classwise = True
+    else:
+        target = targets.bound(target, model)
+        outputs, _ = backend.forward(targets.model_to_run(model, target), inputs)
+        logits = ops.cast(targets.selector(target, None)(outputs, ()), "float32")
+        classwise = target.scores_classes
     if activation == "softmax":
-        if logits.shape[-1] == 1:
+        if logits.shape[-1] == 1 or not classwise:
             return logits  # a softmax over one unit is 1: the metrics raise
         return ops.softmax(logits, axis=-1)
     if activation == "sigmoid":
@@ -215,18 +243,28 @@ def scores_step(model, activation, inputs, indices=None):
     return logits
 
 
-def get_scores_step(model, activation="softmax", jit_compile=None) -> CompiledStep:
+def get_scores_step(model, activation="softmax", jit_compile=None, target=None) -> CompiledStep:
     """The cached compiled :func:`scores_step` of ``model`` (the metrics' forward pass).
 
     It lives in the same cache as the explaining steps: every metric call on a
-    model reuses one program per activation.
+    model reuses one program per activation (and target).
     """
     if activation not in ACTIVATIONS and not callable(activation):
         raise ValueError(
             f"`activation` is 'softmax', 'sigmoid', None (raw outputs) or a function; "
             f"got {activation!r}."
         )
-    return _cached(model, scores_step, activation, {}, False, jit_compile)
+    params = {}
+    if target is not None:
+        target = targets.as_target(target)
+        if target.per_sample():
+            raise ValueError(
+                f"The metrics score perturbed copies of the images, which a target's "
+                f"per-sample data ({', '.join(target.per_sample())} of {target!r}) cannot "
+                "follow; use a target that reads the outputs only."
+            )
+        params["target"] = target
+    return _cached(model, scores_step, activation, params, False, jit_compile)
 
 
 def _cached(model, body: Callable, method, params, force, jit_compile) -> CompiledStep:
@@ -245,18 +283,21 @@ def _cached(model, body: Callable, method, params, force, jit_compile) -> Compil
         return steps[key]
 
 
-def run_padded(step: CompiledStep, inputs: np.ndarray, indices, size: int):
+def run_padded(step: CompiledStep, inputs: np.ndarray, indices, size: int, rows_data=()):
     """One numpy batch through ``step``, padded to ``size`` rows and sliced back.
 
     Padding to the size the step was compiled for keeps a partial batch from
-    tracing again. Returns numpy outputs (a tuple for a tuple-valued step) of
-    ``len(inputs)`` rows; they may be views of the step's output buffers.
+    tracing again. ``rows_data`` are the batch's rows of the target's
+    per-sample arrays (:attr:`CompiledStep.row_names` order), padded alike.
+    Returns numpy outputs (a tuple for a tuple-valued step) of ``len(inputs)``
+    rows; they may be views of the step's output buffers.
     """
     rows = len(inputs)
     inputs = ops.convert_to_tensor(pad_to(inputs, size))
     if indices is not None:
         indices = ops.convert_to_tensor(pad_to(indices, size))
-    outputs = step(inputs, indices)
+    extra = [ops.convert_to_tensor(pad_to(np.asarray(array), size)) for array in rows_data]
+    outputs = step(inputs, indices, *extra)
     if isinstance(outputs, (tuple, list)):
         return tuple(ops.convert_to_numpy(output)[:rows] for output in outputs)
     return ops.convert_to_numpy(outputs)[:rows]

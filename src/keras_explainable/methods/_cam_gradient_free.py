@@ -10,7 +10,9 @@ from keras import ops
 
 from .. import inspection
 from .._axes import SPATIAL_AXIS
+from ..targets import as_target
 from ._cam_path import _class_activation_map
+from ._common import is_default_target
 
 # --------------------------------------------------------------------------- CAM
 
@@ -50,6 +52,7 @@ def cam(
     indices_batch_dims: int = -1,
     spatial_axis=SPATIAL_AXIS,
     logits_layer=None,
+    target=None,
 ):
     """CAM: channels weighted by the classifier's weights for the unit.
 
@@ -65,6 +68,9 @@ def cam(
         spatial_axis: the spatial axes.
         logits_layer: the classifier layer (or its name); defaults to the
             exposed logits layer, or the last layer with a kernel.
+        target: only the default (``None`` or ``ke.targets.classes()``): CAM's
+            weights are the classifier's, which belong to the classes of the
+            first output. Use ``gradcam`` for any other target.
 
     Returns:
         ``(scores, maps)``.
@@ -76,6 +82,13 @@ def cam(
         Zhou et al. (2016). Learning Deep Features for Discriminative
         Localization. CVPR. arXiv:1512.04150.
     """
+
+    if not is_default_target(as_target(target)):
+        raise ValueError(
+            f"CAM weighs the activations with the classifier's kernel, which scores the "
+            f"classes of the first output; it cannot explain target={target!r}. Use "
+            "ke.gradcam (the same map for a GAP -> Dense head) with that target."
+        )
 
     def weigh(signal):
         activations = signal.activations
@@ -113,6 +126,7 @@ def eigencam(
     indices_batch_dims: int = -1,
     spatial_axis=SPATIAL_AXIS,
     center: bool = False,
+    target=None,
 ):
     """Eigen-CAM: the activations projected on their first principal direction.
 
@@ -160,5 +174,5 @@ def eigencam(
 
     return _class_activation_map(
         model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, weigh,
-        gradients=False,
+        gradients=False, target=target,
     )  # fmt: skip

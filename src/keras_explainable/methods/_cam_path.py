@@ -13,11 +13,11 @@ from typing import Any, NamedTuple
 from keras import ops
 
 from .. import backend, inspection
-from ._common import as_indices, as_inputs, positive_axes, unit_selector, widen
+from ._common import as_indices, as_inputs, positive_axes, prepare_target, unit_selector, widen
 
 
-def _single_activation(model, inputs):
-    taps = inspection.activation_taps(model, input_shape=tuple(inputs.shape))
+def _single_activation(model, inputs, convention=True):
+    taps = inspection.activation_taps(model, input_shape=tuple(inputs.shape), convention=convention)
     if len(taps) != 1:
         raise ValueError(
             f"CAM methods explain one intermediate signal; the model exposes {len(taps)} "
@@ -39,7 +39,7 @@ def _spatial_activation_axes(activations, spatial_axis):
 class _Signal(NamedTuple):
     """What a weighting rule may look at (all tensors hold one batch)."""
 
-    model: Any
+    model: Any  # the model to run (an exposed model's own model for a target)
     inputs: Any  # (batch, *spatial, channels)
     taps: tuple  # the single tap whose output is ``activations``
     scores: Any  # (batch, units): the explained units' scores on ``inputs``
@@ -50,6 +50,8 @@ class _Signal(NamedTuple):
     indices: Any
     indices_axis: int
     indices_batch_dims: int
+    target: Any = None  # the bound target (None: the default, classes)
+    explained: Any = None  # the model as the caller passed it
 
     @property
     def units(self) -> int:
@@ -65,6 +67,7 @@ def _class_activation_map(
     spatial_axis,
     weigh: Callable[[_Signal], Any],
     gradients: bool = True,
+    target=None,
 ):
     """The one CAM path: record ``A`` (and ``g``), weigh, combine.
 
@@ -74,16 +77,23 @@ def _class_activation_map(
     ``weigh(signal)`` returns the weights, or ``(weights, activations)`` when
     the map combines other activations than the recorded ones (a subset of
     channels, centred activations).
+
+    ``target`` (see :mod:`ke.targets`) turns the outputs into the scores; with
+    a target that reads the model's outputs, every output of a multi-output
+    model is an output (not an exposed activation) and an exposed model's own
+    model runs, the exposure naming the layer.
     """
     inputs = as_inputs(inputs)
     indices = as_indices(indices)
-    taps = _single_activation(model, inputs)
-    select = unit_selector(indices, indices_axis, indices_batch_dims)
+    runner, target = prepare_target(model, target)
+    convention = target is None or not target.reads_model_outputs
+    taps = _single_activation(model, inputs, convention)
+    select = unit_selector(indices, indices_axis, indices_batch_dims, target)
     if gradients:
-        result = backend.value_and_gradients(model, inputs, select, taps=taps, differentiate=(0,))
+        result = backend.value_and_gradients(runner, inputs, select, taps=taps, differentiate=(0,))
         scores, activations, grads = result.scores, result.tap_values[0], result.tap_gradients[0]
     else:
-        outputs, values = backend.forward(model, inputs, taps=taps)
+        outputs, values = backend.forward(runner, inputs, taps=taps)
         scores, activations, grads = select(outputs, values), values[0], None
     axes = _spatial_activation_axes(activations, spatial_axis)
     # Mixed precision: the rules sum over positions, take powers and SVDs, which
@@ -91,8 +101,8 @@ def _class_activation_map(
     activations = widen(activations)
     grads = None if grads is None else widen(grads)
     signal = _Signal(
-        model, inputs, tuple(taps), scores, activations, grads, axes, spatial_axis,
-        indices, indices_axis, indices_batch_dims,
+        runner, inputs, tuple(taps), scores, activations, grads, axes, spatial_axis,
+        indices, indices_axis, indices_batch_dims, target, model,
     )  # fmt: skip
     weights = weigh(signal)
     if isinstance(weights, tuple):

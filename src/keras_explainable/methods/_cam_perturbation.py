@@ -13,7 +13,7 @@ from .._head import head_after
 from .._taps import tapped
 from ..resizing import resize
 from ._cam_path import _class_activation_map, _safe_divide
-from ._common import positive_axes, widen
+from ._common import is_default_target, positive_axes, repeat_target, unit_selector, widen
 
 
 def _check_count(name, value, allow_none=False):
@@ -31,13 +31,27 @@ def _select_repeated(signal, outputs, repeats, transform=None):
     mixed-precision model (a ``transform`` such as a softmax over the classes
     sees float32 logits).
     """
-    logits = inspection.first_output(outputs)
-    if transform is not None:
-        logits = transform(widen(logits))
     chosen = signal.indices
     if chosen is not None and signal.indices_batch_dims != 0:
         chosen = ops.repeat(chosen, repeats, axis=0)
-    units = inspection.gather_units(logits, chosen, signal.indices_axis, signal.indices_batch_dims)
+    axis, batch_dims = signal.indices_axis, signal.indices_batch_dims
+    if is_default_target(signal.target):
+        logits = inspection.first_output(outputs)
+        if transform is not None:
+            logits = transform(widen(logits))
+        units = inspection.gather_units(logits, chosen, axis, batch_dims)
+    else:
+        target = repeat_target(signal.target, repeats)
+        if transform is None:
+            units = unit_selector(chosen, axis, batch_dims, target)(outputs, ())
+        elif not target.scores_classes:
+            raise ValueError(
+                f"softmax='classes' takes a softmax over the classes of the explained output; "
+                f"the target {target!r} scores no class vector. Use softmax='channels' or None."
+            )
+        else:  # every class of the picked output, softmaxed, then the explained ones
+            every = unit_selector(None, axis, batch_dims, target)(outputs, ())
+            units = inspection.gather_units(transform(every), chosen, axis, batch_dims)
     return ops.reshape(widen(units), (-1, repeats, signal.units))
 
 
@@ -118,6 +132,7 @@ def scorecam(
     chunk_size: int = 8,
     top_n: int | None = None,
     softmax: str | None = "channels",
+    target=None,
 ):
     """Score-CAM: channels weighted by the score of the input masked with them.
 
@@ -227,7 +242,7 @@ def scorecam(
 
     return _class_activation_map(
         model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, weigh,
-        gradients=False,
+        gradients=False, target=target,
     )  # fmt: skip
 
 
@@ -239,6 +254,7 @@ def ablationcam(
     indices_batch_dims: int = -1,
     spatial_axis=SPATIAL_AXIS,
     chunk_size: int = 8,
+    target=None,
 ):
     """Ablation-CAM: channels weighted by the score lost when they are removed.
 
@@ -260,7 +276,8 @@ def ablationcam(
     everything else the original values, which is what zeroing the channel
     inside the model means; the price is ``K`` full forward passes. Either way
     the ``K`` ablations of each sample run ``chunk_size`` at a time in a
-    ``keras.ops.fori_loop``, without gradients.
+    ``keras.ops.fori_loop``, without gradients. A ``target`` other than the
+    default always reruns the whole model (the head computes the first output).
 
     Args:
         {args}
@@ -285,7 +302,9 @@ def ablationcam(
         rank = len(activations.shape)
         chunk, num_chunks = _chunking(channels, chunk_size)
         every = ops.expand_dims(ops.arange(channels, dtype="int32"), 0)  # (1, K)
-        head = head_after(signal.model, signal.taps[0])
+        head = (
+            head_after(signal.model, signal.taps[0]) if is_default_target(signal.target) else None
+        )
         if head is None:  # rerun the whole model on copies, the tap replaced
             copies = ops.repeat(signal.inputs, chunk, axis=0)  # sample-major
 
@@ -318,5 +337,5 @@ def ablationcam(
 
     return _class_activation_map(
         model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, weigh,
-        gradients=False,
+        gradients=False, target=target,
     )  # fmt: skip

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from keras import ops
 
+from .. import targets as _targets
 from .._axes import positive_axes  # noqa: F401  (re-exported for the methods)
-from .._precision import widen
-from .._units import first_output, gather_units
+from .._precision import widen  # noqa: F401  (re-exported for the methods)
 
 
 def as_inputs(inputs):
@@ -21,22 +21,43 @@ def as_indices(indices):
     return None if indices is None else ops.cast(ops.convert_to_tensor(indices), "int32")
 
 
-def unit_selector(indices, indices_axis=-1, indices_batch_dims=-1):
-    """A ``score_fn`` for the backends: the explained units of the first output.
+def unit_selector(indices, indices_axis=-1, indices_batch_dims=-1, target=None):
+    """A ``score_fn`` for the backends: the explained units' ``(batch, units)`` scores.
 
+    ``target=None``: the first output gathered at ``indices``; otherwise the
+    bound target (see :func:`prepare_target`) applied to the outputs, checked.
     Scores of a mixed-precision model come out as float32 (see
     :mod:`keras_explainable._precision`): the backends differentiate the
     widened scores, so every method sees float32 scores and seeds its backward
     pass with float32 cotangents.
     """
+    return _targets.selector(target, indices, indices_axis, indices_batch_dims)
 
-    def select(outputs, tap_values):
-        del tap_values
-        logits = first_output(outputs)
-        # gather first, then widen: only the explained units are cast
-        return widen(gather_units(logits, indices, indices_axis, indices_batch_dims))
 
-    return select
+def prepare_target(model, target):
+    """``(model to run, bound target)`` for a method's ``target=`` argument.
+
+    The target is checked and bound to the model (names resolved); the model to
+    run is the one whose outputs the target reads (an exposed model's own model
+    for every target but the default, see :func:`ke.targets`).
+    """
+    target = _targets.bound(target, model)
+    return _targets.model_to_run(model, target), target
+
+
+def is_default_target(target) -> bool:
+    """Whether ``target`` scores like ``target=None`` (the default: classes)."""
+    return target is None or type(target) is _targets.Classes  # noqa: E721
+
+
+def tile_target(target, groups: int):
+    """The target of a batch tiled with :func:`tile_batch` (per-sample rows tiled too)."""
+    return None if target is None else target.tiled(groups)
+
+
+def repeat_target(target, copies: int):
+    """The target of a batch whose samples are repeated ``copies`` times, sample-major."""
+    return None if target is None else target.repeated(copies)
 
 
 def tile_batch(tensor, repeats: int):

@@ -19,6 +19,7 @@ from ._common import (
     as_indices,
     as_inputs,
     positive_axes,
+    prepare_target,
     unit_selector,
     widen,
 )
@@ -88,9 +89,12 @@ def _pre_activations(proxies):
             object.__setattr__(layer, "activation", activation)
 
 
-def _is_exposed(model) -> bool:
+def _is_exposed(model, convention: bool = True) -> bool:
+    """An exposed model, or (``convention``) a model with outputs ``[logits, *activations]``."""
     if isinstance(model, inspection.ExposedModel):
         return True
+    if not convention:  # a target reads the outputs: they are outputs, not activations
+        return False
     try:
         outputs = model.outputs
     except (AttributeError, ValueError):
@@ -98,9 +102,9 @@ def _is_exposed(model) -> bool:
     return bool(outputs) and len(outputs) > 1
 
 
-def _bias_taps(model, biases):
+def _bias_taps(model, biases, convention=True):
     """(taps, proxies, layers, biases) of the layers whose biases FullGrad accounts for."""
-    if _is_exposed(model):
+    if _is_exposed(model, convention):
         taps = list(inspection.activation_taps(model))
         for tap in taps:
             if tap.link != "output":
@@ -171,6 +175,7 @@ def full_gradient_decomposition(
     indices_axis: int = -1,
     indices_batch_dims: int = -1,
     biases=None,
+    target=None,
 ) -> FullGradientDecomposition:
     """The raw input- and bias-gradient terms of the full-gradient representation.
 
@@ -189,6 +194,8 @@ def full_gradient_decomposition(
         indices_batch_dims: ``-1`` (a row of indices per sample) or ``0`` (shared).
         biases: one bias per layer, in order; ``None`` reads them from the layers
             (batch norm folded with its own epsilon, see :func:`ke.inspection.bias_of`).
+        target: what is explained (:mod:`ke.targets`); ``None``: the first
+            output's units.
 
     Returns:
         a :class:`FullGradientDecomposition`.
@@ -203,12 +210,14 @@ def full_gradient_decomposition(
         Network Visualization. NeurIPS. arXiv:1905.00780.
     """
     inputs = as_inputs(inputs)
-    taps, proxies, layers, biases = _bias_taps(model, biases)
+    runner, target = prepare_target(model, target)
+    convention = target is None or not target.reads_model_outputs
+    taps, proxies, layers, biases = _bias_taps(model, biases, convention)
     with _pre_activations(proxies):
         result = backend.value_and_gradients(
-            model,
+            runner,
             inputs,
-            unit_selector(as_indices(indices), indices_axis, indices_batch_dims),
+            unit_selector(as_indices(indices), indices_axis, indices_batch_dims, target),
             taps=taps,
             differentiate=tuple(range(len(taps))),
             wrt_inputs=True,
@@ -242,6 +251,7 @@ def full_gradients(
     spatial_axis=SPATIAL_AXIS,
     psi=filters.absolute_normalize,
     biases=None,
+    target=None,
 ):
     """FullGrad: input-gradient and bias-gradient maps, one map per explained unit.
 
@@ -278,6 +288,8 @@ def full_gradients(
         psi: ``f(term, axis)`` applied to every term before summing over channels.
         biases: one bias per biased layer, in order (cached from
             ``ke.inspection.layers_with_biases``); ``None`` reads them from the layers.
+        target: what is explained (:mod:`ke.targets`); ``None``: the first
+            output's units.
 
     Returns:
         ``(scores, maps)``: ``(batch, units)`` and ``(batch, *spatial, units)``.
@@ -297,7 +309,7 @@ def full_gradients(
     axes = positive_axes(spatial_axis, rank)
     size = tuple(inputs.shape[a] for a in axes)
     decomposition = full_gradient_decomposition(
-        model, inputs, indices, indices_axis, indices_batch_dims, biases=biases
+        model, inputs, indices, indices_axis, indices_batch_dims, biases=biases, target=target
     )
     # Terms are (batch, *spatial, channels, units): psi sees spatial + channel axes.
     term_axes = tuple(axes) + (rank - 1,)

@@ -11,7 +11,7 @@ import numpy as np
 from keras import ops
 
 from .. import backend
-from ._common import positive_axes, unit_selector
+from ._common import positive_axes, repeat_target, unit_selector
 
 # --------------------------------------------------------------------------- checks
 
@@ -94,13 +94,14 @@ def _baseline_tensor(baseline, inputs):
 # --------------------------------------------------------------------------- the sweep
 
 
-def _units_of_copies(indices, indices_axis, indices_batch_dims, copies: int):
+def _units_of_copies(indices, indices_axis, indices_batch_dims, copies: int, target=None):
     """A ``score_fn`` for ``copies`` consecutive perturbed copies of every sample."""
     if indices is not None and indices_batch_dims != 0:
         if len(indices.shape) == 1:
             indices = indices[:, None]
         indices = ops.repeat(indices, copies, axis=0)
-    return unit_selector(indices, indices_axis, indices_batch_dims)
+    target = repeat_target(target, copies)
+    return unit_selector(indices, indices_axis, indices_batch_dims, target)
 
 
 def _check_scores(scores):
@@ -148,7 +149,7 @@ def _sweep(model, inputs, baseline, select, num_chunks, chunk_masks, occlude, re
     return total
 
 
-def _clean_scores(model, inputs, indices, indices_axis, indices_batch_dims):
+def _clean_scores(model, inputs, indices, indices_axis, indices_batch_dims, target=None):
     outputs, _ = backend.forward(model, inputs)
-    select = unit_selector(indices, indices_axis, indices_batch_dims)
+    select = unit_selector(indices, indices_axis, indices_batch_dims, target)
     return _check_scores(select(outputs, ()))

@@ -9,7 +9,7 @@ import numpy as np
 from keras import ops
 
 from .._axes import SPATIAL_AXIS
-from ._common import as_indices, as_inputs
+from ._common import as_indices, as_inputs, prepare_target
 from ._perturbation_common import (
     _baseline_tensor,
     _clean_scores,
@@ -145,6 +145,7 @@ def rise(
     seed: int | None = None,
     baseline=0.0,
     chunk_size: int | None = 16,
+    target=None,
 ):
     """RISE: random masks averaged with the scores the masked inputs obtain.
 
@@ -177,6 +178,9 @@ def rise(
             array broadcastable to the inputs, as in :func:`occlusion`.
         chunk_size: masked copies of each sample per forward pass, or ``None``
             for all of them at once (memory permitting).
+        target: what is explained, ``target(outputs, units) -> (batch, units)``
+            (:mod:`ke.targets`); ``None``: the first output's units. Every
+            masked copy is scored with it.
 
     Returns:
         ``(scores, maps)``: the clean scores ``(batch, units)`` and the maps
@@ -193,6 +197,7 @@ def rise(
     """
     inputs = as_inputs(inputs)
     indices = as_indices(indices)
+    model, target = prepare_target(model, target)
     spatial = _spatial_shape(inputs, spatial_axis)
     baseline = _baseline_tensor(baseline, inputs)
     grids, shifts = rise_grids(spatial, masks, cell_size, probability, seed)
@@ -222,8 +227,8 @@ def rise(
             arange=lambda n: ops.arange(n, dtype="int32"),
         )  # fmt: skip
 
-    scores = _clean_scores(model, inputs, indices, indices_axis, indices_batch_dims)
-    select = _units_of_copies(indices, indices_axis, indices_batch_dims, copies)
+    scores = _clean_scores(model, inputs, indices, indices_axis, indices_batch_dims, target)
+    select = _units_of_copies(indices, indices_axis, indices_batch_dims, copies, target)
     total = _sweep(model, inputs, baseline, select, num_chunks, chunk_masks, occlude=False)
     maps = total / (count * _check_probability(probability))
     return scores, ops.reshape(maps, (-1,) + spatial + (maps.shape[-1],))

@@ -89,7 +89,9 @@ _ARGS_DOC = """model: an exposed model (:func:`ke.inspection.expose`), a model w
         indices: units to explain, ``(batch, units)`` or ``(batch,)``; ``None`` for all.
         indices_axis: the axis of the outputs holding the units.
         indices_batch_dims: ``-1`` (a row of indices per sample) or ``0`` (shared).
-        spatial_axis: the spatial axes (of the inputs and of the activations)."""
+        spatial_axis: the spatial axes (of the inputs and of the activations).
+        target: what is explained, ``target(outputs, units) -> (batch, units)``
+            (:mod:`ke.targets`); ``None``: the first output's units (the logits)."""
 
 
 def gradcam(
@@ -99,6 +101,7 @@ def gradcam(
     indices_axis: int = -1,
     indices_batch_dims: int = -1,
     spatial_axis=SPATIAL_AXIS,
+    target=None,
 ):
     """Grad-CAM: channels weighted by the spatial mean of the unit's gradient.
 
@@ -113,6 +116,8 @@ def gradcam(
         indices_axis: the axis of the outputs holding the units.
         indices_batch_dims: ``-1`` (a row of indices per sample) or ``0`` (shared).
         spatial_axis: the spatial axes (of the inputs and of the activations).
+        target: what is explained, ``target(outputs, units) -> (batch, units)``
+            (:mod:`ke.targets`); ``None``: the first output's units (the logits).
 
     Returns:
         ``(scores, maps)``: ``(batch, units)`` and ``(batch, *activation_spatial, units)``.
@@ -126,8 +131,9 @@ def gradcam(
         Networks via Gradient-based Localization. ICCV. arXiv:1610.02391.
     """
     return _class_activation_map(
-        model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, _gradcam_weights
-    )
+        model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, _gradcam_weights,
+        target=target,
+    )  # fmt: skip
 
 
 def gradcampp(
@@ -137,6 +143,7 @@ def gradcampp(
     indices_axis: int = -1,
     indices_batch_dims: int = -1,
     spatial_axis=SPATIAL_AXIS,
+    target=None,
 ):
     """Grad-CAM++: channels weighted by pixel-wise weighted positive gradients.
 
@@ -174,8 +181,9 @@ def gradcampp(
         Networks. WACV. arXiv:1710.11063.
     """
     return _class_activation_map(
-        model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, _gradcampp_weights
-    )
+        model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, _gradcampp_weights,
+        target=target,
+    )  # fmt: skip
 
 
 def xgradcam(
@@ -185,6 +193,7 @@ def xgradcam(
     indices_axis: int = -1,
     indices_batch_dims: int = -1,
     spatial_axis=SPATIAL_AXIS,
+    target=None,
 ):
     """XGrad-CAM: gradients averaged with the channel's own activations as weights.
 
@@ -207,8 +216,9 @@ def xgradcam(
         Accurate Visualization and Explanation of CNNs. BMVC. arXiv:2008.02312.
     """
     return _class_activation_map(
-        model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, _xgradcam_weights
-    )
+        model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, _xgradcam_weights,
+        target=target,
+    )  # fmt: skip
 
 
 def layercam(
@@ -218,6 +228,7 @@ def layercam(
     indices_axis: int = -1,
     indices_batch_dims: int = -1,
     spatial_axis=SPATIAL_AXIS,
+    target=None,
 ):
     """LayerCAM: every position weighted by its own positive gradient.
 
@@ -240,8 +251,9 @@ def layercam(
         Processing 30, 5875-5888.
     """
     return _class_activation_map(
-        model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, _layercam_weights
-    )
+        model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, _layercam_weights,
+        target=target,
+    )  # fmt: skip
 
 
 def hirescam(
@@ -251,6 +263,7 @@ def hirescam(
     indices_axis: int = -1,
     indices_batch_dims: int = -1,
     spatial_axis=SPATIAL_AXIS,
+    target=None,
 ):
     """HiResCAM: the gradient times the activation, summed over channels.
 
@@ -274,8 +287,9 @@ def hirescam(
         explanations of convolutional neural networks. arXiv:2011.08891.
     """
     return _class_activation_map(
-        model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, _hirescam_weights
-    )
+        model, inputs, indices, indices_axis, indices_batch_dims, spatial_axis, _hirescam_weights,
+        target=target,
+    )  # fmt: skip
 
 
 for _method in (gradcampp, xgradcam, layercam, hirescam, eigencam, scorecam, ablationcam):

@@ -20,7 +20,9 @@ from ._common import (
     check_chunk_size,
     chunked,
     positive_axes,
+    prepare_target,
     tile_indices,
+    tile_target,
     ungroup,
     unit_selector,
     widen,
@@ -40,6 +42,7 @@ def gradients(
     indices_batch_dims: int = -1,
     spatial_axis=SPATIAL_AXIS,
     gradient_filter=ops.absolute,
+    target=None,
 ):
     """Gradient back-propagation (saliency maps).
 
@@ -55,6 +58,8 @@ def gradients(
         indices_batch_dims: ``-1`` (a row of indices per sample) or ``0`` (shared).
         spatial_axis: the spatial axes of ``inputs``.
         gradient_filter: applied to the gradients before the channel mean.
+        target: what is explained, ``target(outputs, units) -> (batch, units)``
+            (:mod:`ke.targets`); ``None``: the first output's units (the logits).
 
     Returns:
         ``(scores, maps)``: ``(batch, units)`` and ``(batch, *spatial, units)``.
@@ -69,10 +74,11 @@ def gradients(
     """
     inputs = as_inputs(inputs)
     positive_axes(spatial_axis, len(inputs.shape))
+    runner, target = prepare_target(model, target)
     result = backend.value_and_gradients(
-        model,
+        runner,
         inputs,
-        unit_selector(as_indices(indices), indices_axis, indices_batch_dims),
+        unit_selector(as_indices(indices), indices_axis, indices_batch_dims, target),
         wrt_inputs=True,
     )
     grads = widen(result.input_gradients)  # (batch, *spatial, channels, units)
@@ -87,6 +93,7 @@ def gradients_x_inputs(
     indices_axis: int = -1,
     indices_batch_dims: int = -1,
     spatial_axis=SPATIAL_AXIS,
+    target=None,
 ):
     """Gradient x Input: each input value times the unit's gradient w.r.t. it.
 
@@ -102,6 +109,8 @@ def gradients_x_inputs(
         indices_axis: the axis of the outputs holding the units.
         indices_batch_dims: ``-1`` (a row of indices per sample) or ``0`` (shared).
         spatial_axis: the spatial axes of ``inputs``.
+        target: what is explained, ``target(outputs, units) -> (batch, units)``
+            (:mod:`ke.targets`); ``None``: the first output's units (the logits).
 
     Returns:
         ``(scores, maps)``: ``(batch, units)`` and ``(batch, *spatial, units)``.
@@ -116,10 +125,11 @@ def gradients_x_inputs(
     """
     inputs = as_inputs(inputs)
     positive_axes(spatial_axis, len(inputs.shape))
+    runner, target = prepare_target(model, target)
     result = backend.value_and_gradients(
-        model,
+        runner,
         inputs,
-        unit_selector(as_indices(indices), indices_axis, indices_batch_dims),
+        unit_selector(as_indices(indices), indices_axis, indices_batch_dims, target),
         wrt_inputs=True,
     )
     grads = widen(result.input_gradients)  # (batch, *spatial, channels, units)
@@ -206,6 +216,7 @@ def integrated_gradients(
     n_steps: int = 32,
     rule: str = "midpoint",
     chunk_size: int | None = None,
+    target=None,
 ):
     """Integrated Gradients: gradients averaged along the path from a baseline.
 
@@ -235,6 +246,8 @@ def integrated_gradients(
         n_steps: the number of integration intervals.
         rule: ``"midpoint"`` (default), ``"trapezoid"``, ``"left"`` or ``"right"``.
         chunk_size: path points per pass, or ``None`` for all of them.
+        target: what is explained, ``target(outputs, units) -> (batch, units)``
+            (:mod:`ke.targets`); ``None``: the first output's units (the logits).
 
     Returns:
         ``(scores, maps)``: the scores at ``inputs`` ``(batch, units)`` and the
@@ -253,6 +266,7 @@ def integrated_gradients(
     inputs = as_inputs(inputs)
     positive_axes(spatial_axis, len(inputs.shape))
     indices = as_indices(indices)
+    runner, target = prepare_target(model, target)
     baseline = _baseline_like(baseline, inputs)
     delta = inputs - baseline
     sample_rank = len(inputs.shape) - 1
@@ -264,10 +278,13 @@ def integrated_gradients(
         weight = ops.convert_to_tensor(weights[start:stop], inputs.dtype)
         points = ops.reshape(baseline[None] + alpha * delta[None], (-1,) + tuple(inputs.shape[1:]))
         result = backend.value_and_gradients(
-            model,
+            runner,
             points,
             unit_selector(
-                tile_indices(indices, count, indices_batch_dims), indices_axis, indices_batch_dims
+                tile_indices(indices, count, indices_batch_dims),
+                indices_axis,
+                indices_batch_dims,
+                tile_target(target, count),
             ),
             wrt_inputs=True,
         )
@@ -281,8 +298,8 @@ def integrated_gradients(
         if alphas[stop - 1] == 1.0:
             scores = ungroup(result.scores, count)[-1]
     if scores is None:
-        outputs, values = backend.forward(model, inputs)
-        scores = unit_selector(indices, indices_axis, indices_batch_dims)(outputs, values)
+        outputs, values = backend.forward(runner, inputs)
+        scores = unit_selector(indices, indices_axis, indices_batch_dims, target)(outputs, values)
     maps = ops.sum(ops.cast(delta, total.dtype)[..., None] * total, axis=-2)
     return scores, maps
 

@@ -18,6 +18,7 @@ from keras import ops
 
 from .._axes import SPATIAL_AXIS
 from ..resizing import resize
+from ..targets import as_target
 from ._common import (
     as_inputs,
     check_chunk_size,
@@ -25,6 +26,7 @@ from ._common import (
     positive_axes,
     tile_batch,
     tile_indices,
+    tile_target,
     ungroup,
     widen,
 )
@@ -120,7 +122,8 @@ def smooth(
     Returns:
         a method ``(model, inputs, indices=None, indices_axis=-1,
         indices_batch_dims=-1, spatial_axis=(-3, -2), **params) -> (scores, maps)``
-        whose ``**params`` go to ``method``.
+        whose ``**params`` go to ``method``; a ``target`` (:mod:`ke.targets`) is
+        passed on with its per-sample rows (a mask) copied with the samples.
 
     Example:
         >>> smoothgrad = ke.methods.meta.smooth(
@@ -174,6 +177,8 @@ def smooth(
             stddev = noise * spread  # (batch, 1, ..., 1)
         else:
             stddev = noise
+        # a target's per-sample rows (a mask) are copied with the samples
+        target = as_target(params.pop("target", None))
         scores = None
         noisy_maps = []
         # group 0 is the clean batch (for the scores), groups 1..repetitions are noisy
@@ -189,6 +194,8 @@ def smooth(
                 parts.append(tiled + draw * scale)
             batch = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
             groups = stop - start
+            if target is not None:
+                params["target"] = tile_target(target, groups)
             chunk_scores, maps = method(
                 model,
                 batch,
@@ -268,7 +275,9 @@ def tta(method, scales=(0.5, 1.5, 2.0), hflip: bool = True, resize_method: str =
             for rescaling the inputs and bringing maps back.
 
     Returns:
-        a method with the standard signature whose ``**params`` go to ``method``.
+        a method with the standard signature whose ``**params`` go to ``method``
+        (a ``target`` too, unless it carries per-sample data such as a mask,
+        which cannot follow the rescaling and flipping: ``ValueError``).
 
     Example:
         >>> augmented = ke.methods.meta.tta(ke.methods.cams.gradcam, scales=(0.5, 2.0))
@@ -310,6 +319,16 @@ def tta(method, scales=(0.5, 1.5, 2.0), hflip: bool = True, resize_method: str =
             raise ValueError(f"tta needs static spatial sizes; got inputs of shape {size}.")
         last = axes[-1]
         tiled_indices = tile_indices(indices, copies, indices_batch_dims)
+        target = as_target(params.get("target"))
+        if target is not None and target.per_sample():
+            raise ValueError(
+                f"tta rescales and flips the inputs, which a target's per-sample data "
+                f"({', '.join(target.per_sample())} of {target!r}) cannot follow; explain "
+                "without tta, or with a target that reads the outputs only (e.g. "
+                "ke.targets.segmentation() without a mask)."
+            )
+        if target is not None:
+            params["target"] = target
 
         def explain_pass(x):
             batch = ops.concatenate([x, ops.flip(x, axis=last)], axis=0) if hflip else x

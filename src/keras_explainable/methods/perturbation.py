@@ -25,7 +25,7 @@ import numpy as np
 from keras import ops
 
 from .._axes import SPATIAL_AXIS
-from ._common import as_indices, as_inputs
+from ._common import as_indices, as_inputs, prepare_target
 from ._perturbation_common import (
     _baseline_tensor,
     _clean_scores,
@@ -89,6 +89,7 @@ def occlusion(
     stride=(4, 4),
     baseline=0.0,
     chunk_size: int | None = 16,
+    target=None,
 ):
     """Occlusion sensitivity: the score lost when a window of the input is hidden.
 
@@ -116,6 +117,9 @@ def occlusion(
             pass sees ``batch * chunk_size`` inputs), or ``None`` for all of them
             at once. It only trades memory for speed; the result does not depend
             on it.
+        target: what is explained, ``target(outputs, units) -> (batch, units)``
+            (:mod:`ke.targets`); ``None``: the first output's units. Every
+            perturbed copy is scored with it.
 
     Returns:
         ``(scores, maps)``: the clean scores ``(batch, units)`` and the maps
@@ -133,6 +137,7 @@ def occlusion(
     """
     inputs = as_inputs(inputs)
     indices = as_indices(indices)
+    model, target = prepare_target(model, target)
     spatial = _spatial_shape(inputs, spatial_axis)
     window = _per_axis(window, "window", len(spatial))
     starts = occlusion_windows(spatial, window, stride)
@@ -168,8 +173,8 @@ def occlusion(
         coverage = counts if coverage is None else np.multiply.outer(coverage, counts)
     inverse = np.where(coverage > 0, 1.0 / np.maximum(coverage, 1), 0.0).reshape(1, -1, 1)
 
-    reference = _clean_scores(model, inputs, indices, indices_axis, indices_batch_dims)
-    select = _units_of_copies(indices, indices_axis, indices_batch_dims, copies)
+    reference = _clean_scores(model, inputs, indices, indices_axis, indices_batch_dims, target)
+    select = _units_of_copies(indices, indices_axis, indices_batch_dims, copies, target)
     total = _sweep(
         model, inputs, baseline, select, num_chunks, chunk_masks, occlude=True, reference=reference
     )

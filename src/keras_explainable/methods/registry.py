@@ -75,6 +75,9 @@ class MethodSpec:
         explain_params: ``f(spatial_shape) -> dict``, the method parameters
             :func:`ke.explain_prediction` adds for a picture of that spatial
             size (e.g. occlusion's window); ``None`` for none.
+        any_target: whether the method explains any ``target=``
+            (:mod:`ke.targets`); ``False`` for CAM, whose weights are the
+            classifier's (it takes only the default, the classes).
     """
 
     name: str
@@ -90,6 +93,7 @@ class MethodSpec:
     wraps: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
     explain_params: Callable[[tuple[int, ...]], dict] | None = None
+    any_target: bool = True
 
     def load(self) -> Callable:
         """The explaining method, imported (and, for a meta method, built) on first use.
@@ -170,8 +174,11 @@ def _cam(name, title, summary, reference, aliases=()):
 _SMOOTHGRAD_OPTIONS = (("repetitions", 20), ("noise", 0.1), ("seed", 0))
 
 _TABLE = (
-    _cam("cam", "CAM", "feature maps weighted by the classifier's weights (GAP heads)",
-         "Zhou et al., CVPR 2016, arXiv:1512.04150"),
+    dataclasses.replace(
+        _cam("cam", "CAM", "feature maps weighted by the classifier's weights (GAP heads)",
+             "Zhou et al., CVPR 2016, arXiv:1512.04150"),
+        any_target=False,
+    ),
     _cam("gradcam", "Grad-CAM", "feature maps weighted by their mean gradient",
          "Selvaraju et al., ICCV 2017, arXiv:1610.02391", ("grad-cam", "grad_cam")),
     _cam("gradcampp", "Grad-CAM++", "feature maps weighted by weighted positive gradients",

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from .. import targets
 from ..engine.checks import check_units
 from ..engine.data import to_numpy
 from ..engine.step import get_scores_step, run_padded
@@ -174,9 +175,15 @@ class Scorer:
         batch_size: rows per forward pass; the last batch is padded so one
             compiled program serves every call.
         jit_compile: as ``ke.explain`` (default: XLA on JAX only).
+        target: what is scored (:mod:`ke.targets`): ``target(outputs, None)``,
+            every unit it scores, takes the place of the first output (the
+            softmax applies to a class vector only, see
+            :func:`~keras_explainable.engine.step.scores_step`).
     """
 
-    def __init__(self, model, activation="softmax", batch_size: int = 64, jit_compile=None):
+    def __init__(
+        self, model, activation="softmax", batch_size: int = 64, jit_compile=None, target=None
+    ):
         if not isinstance(model, keras.layers.Layer):
             raise TypeError(
                 f"`model` must be a Keras 3 model; got a {type(model).__name__}. Metrics take "
@@ -184,7 +191,9 @@ class Scorer:
             )
         self.model = model
         self.activation = activation
-        self._step = get_scores_step(model, activation, jit_compile)
+        bound = targets.bound(target, model)  # names checked now
+        self._classwise = bound is None or bound.scores_classes
+        self._step = get_scores_step(model, activation, jit_compile, target)
         self.batch_size = positive_int(batch_size, "batch_size")
         self.classes = None
 
@@ -197,9 +206,10 @@ class Scorer:
             if out.ndim != 2:
                 raise ValueError(
                     f"The first output of '{self.model.name}' has shape {out.shape}; metrics need "
-                    "(batch, classes) scores."
+                    "(batch, classes) scores: pick another output with "
+                    "target=ke.targets.output(name)."
                 )
-            if self.activation == "softmax" and out.shape[-1] == 1:
+            if self.activation == "softmax" and out.shape[-1] == 1 and self._classwise:
                 raise ValueError(
                     f"'{self.model.name}' has a single output unit: a softmax over it is always "
                     "1. Pass activation='sigmoid' (binary classifier) or activation=None."

@@ -96,7 +96,7 @@ def _substrate(substrate, x: np.ndarray, name: str) -> np.ndarray:
 
 
 def _causal_curves(
-    mode, model, x, maps, y, steps, substrate, activation, batch_size, jit_compile
+    mode, model, x, maps, y, steps, substrate, activation, batch_size, jit_compile, target
 ) -> CausalCurves:
     x = as_images(x)
     n, height, width, _ = x.shape
@@ -104,7 +104,7 @@ def _causal_curves(
     pixels = height * width
     steps = min(_positive_int(steps, "steps"), pixels)
     base = _substrate(substrate, x, "substrate")
-    scorer = Scorer(model, activation, batch_size, jit_compile)
+    scorer = Scorer(model, activation, batch_size, jit_compile, target)
     units = scorer.units(x, y)
     counts = (np.arange(steps + 1) * pixels) // steps  # pixels changed after each step
     ranks = pixel_ranks(maps)
@@ -133,6 +133,7 @@ def deletion(
     activation="softmax",
     batch_size: int = 64,
     jit_compile=None,
+    target=None,
 ) -> CausalCurves:
     """Deletion metric: how fast the class score falls as the most salient pixels go.
 
@@ -164,6 +165,10 @@ def deletion(
             function applied to the first output.
         batch_size: perturbed images per forward pass.
         jit_compile: compile the forward pass with XLA (default: on JAX only).
+        target: what is scored (:mod:`ke.targets`), e.g. ``ke.targets.output(name)``
+            for one output of a multi-output model; ``None``: the first output.
+            The softmax applies to class scores only (a regression target is
+            scored raw).
 
     Returns:
         :class:`CausalCurves` ``(auc, curves, fractions, units)``.
@@ -178,7 +183,17 @@ def deletion(
         Black-box Models", BMVC 2018.
     """
     return _causal_curves(
-        "deletion", model, x, maps, y, steps, substrate, activation, batch_size, jit_compile
+        "deletion",
+        model,
+        x,
+        maps,
+        y,
+        steps,
+        substrate,
+        activation,
+        batch_size,
+        jit_compile,
+        target,
     )
 
 
@@ -192,6 +207,7 @@ def insertion(
     activation="softmax",
     batch_size: int = 64,
     jit_compile=None,
+    target=None,
 ) -> CausalCurves:
     """Insertion metric: how fast the class score rises as salient pixels are revealed.
 
@@ -215,6 +231,7 @@ def insertion(
         activation: as :func:`deletion`.
         batch_size: as :func:`deletion`.
         jit_compile: as :func:`deletion`.
+        target: as :func:`deletion`.
 
     Returns:
         :class:`CausalCurves` ``(auc, curves, fractions, units)``.
@@ -228,7 +245,17 @@ def insertion(
         Black-box Models", BMVC 2018.
     """
     return _causal_curves(
-        "insertion", model, x, maps, y, steps, substrate, activation, batch_size, jit_compile
+        "insertion",
+        model,
+        x,
+        maps,
+        y,
+        steps,
+        substrate,
+        activation,
+        batch_size,
+        jit_compile,
+        target,
     )
 
 
@@ -255,7 +282,14 @@ class ConfidenceChange(NamedTuple):
 
 
 def confidence_change(
-    model, x, maps, y=None, activation="softmax", batch_size: int = 64, jit_compile=None
+    model,
+    x,
+    maps,
+    y=None,
+    activation="softmax",
+    batch_size: int = 64,
+    jit_compile=None,
+    target=None,
 ) -> ConfidenceChange:
     """Average Drop % and Increase in Confidence % of explanation images.
 
@@ -277,6 +311,7 @@ def confidence_change(
         activation: ``"softmax"``, ``"sigmoid"``, ``None`` or a function.
         batch_size: images per forward pass.
         jit_compile: compile the forward pass with XLA (default: on JAX only).
+        target: what is scored, as in :func:`deletion`.
 
     Returns:
         :class:`ConfidenceChange`.
@@ -292,7 +327,7 @@ def confidence_change(
     x = as_images(x)
     n, height, width, _ = x.shape
     maps = normalize_maps(as_maps(maps, n, size=(height, width)))
-    scorer = Scorer(model, activation, batch_size, jit_compile)
+    scorer = Scorer(model, activation, batch_size, jit_compile, target)
     units = scorer.units(x, y)
     rows = np.arange(n)
     original = scorer(x)[rows, units]

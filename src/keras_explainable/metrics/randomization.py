@@ -314,7 +314,8 @@ def model_randomization(
         batch_size: passed to ``ke.explain``.
         return_maps: also return every stage's maps.
         **explain_params: passed to ``ke.explain`` (``postprocessing``,
-            ``resizing``, the method's own parameters, ...).
+            ``resizing``, ``target``, the method's own parameters, ...); with
+            ``y=None`` the top-1 unit is the one ``target`` scores highest.
 
     Returns:
         :class:`RandomizationResult`; ``result.table()`` gives the per-stage means
@@ -332,7 +333,8 @@ def model_randomization(
         raise ValueError(f"`mode` is 'cascading' or 'independent'; got {mode!r}.")
     x = as_images(x)
     if y is None:
-        y = Scorer(model, None, batch_size or 32).units(x, None)
+        target = explain_params.get("target")
+        y = Scorer(model, None, batch_size or 32, target=target).units(x, None)
     params = dict(explain_params, verbose=0, batch_size=batch_size)
 
     def explain(current):

@@ -178,6 +178,7 @@ def road(
     activation="softmax",
     batch_size: int = 64,
     jit_compile=None,
+    target=None,
 ) -> RoadCurve:
     """ROAD: class score after removing a fraction of pixels with noisy linear imputation.
 
@@ -204,6 +205,7 @@ def road(
         activation: ``"softmax"``, ``"sigmoid"``, ``None`` or a function.
         batch_size: images per forward pass (and per imputation batch).
         jit_compile: compile the forward pass with XLA (default: on JAX only).
+        target: what is scored (:mod:`ke.targets`), as in ``ke.metrics.deletion``.
 
     Returns:
         :class:`RoadCurve` ``(scores, original, fractions, units, order)``.
@@ -224,7 +226,7 @@ def road(
     fractions = fractions_in(fractions, "fractions")
     counts = np.round(fractions * height * width).astype(np.int64)
     ranks = pixel_ranks(maps)
-    scorer = Scorer(model, activation, batch_size, jit_compile)
+    scorer = Scorer(model, activation, batch_size, jit_compile, target)
     units = scorer.units(x, y)
     points = len(fractions)
 
@@ -272,7 +274,7 @@ def road_combined(model, x, maps, y=None, fractions=DEFAULT_FRACTIONS, **params)
         y: as :func:`road`.
         fractions: as :func:`road`.
         **params: ``noise``, ``seed``, ``activation``, ``batch_size``,
-            ``jit_compile`` (see :func:`road`).
+            ``jit_compile``, ``target`` (see :func:`road`).
 
     Returns:
         :class:`RoadCombined` ``(score, morf, lerf)``.
@@ -287,7 +289,7 @@ def road_combined(model, x, maps, y=None, fractions=DEFAULT_FRACTIONS, **params)
     if y is None:
         y = Scorer(
             model, params.get("activation", "softmax"), params.get("batch_size", 64),
-            params.get("jit_compile"),
+            params.get("jit_compile"), params.get("target"),
         ).units(x, None)  # fmt: skip
     morf = road(model, x, maps, y, order="morf", fractions=fractions, **params)
     lerf = road(model, x, maps, y, order="lerf", fractions=fractions, **params)

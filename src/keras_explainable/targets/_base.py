@@ -10,6 +10,7 @@ import copy
 import difflib
 from collections.abc import Mapping
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -284,7 +285,7 @@ def check_scores(scores, units, target):
                 f"The target {target!r} returned {shape[0]} rows for a batch of "
                 f"{units.shape[0]}; it must return {expected}."
             )
-    dtype = str(scores.dtype)
+    dtype = keras.backend.standardize_dtype(scores.dtype)
     if "float" not in dtype:
         raise TypeError(
             f"The target {target!r} returned {dtype} scores; it must return float {expected} "
