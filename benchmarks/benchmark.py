@@ -28,6 +28,10 @@ are checked on it) next to the ratio of the fastest times (the least disturbed b
 other load). On a busy machine, ``--threads 1`` gives much steadier numbers (PyTorch's
 OpenMP threads degrade badly when the cores are oversubscribed).
 
+``--methods targets`` times Grad-CAM and Gradients with ``ke.targets.output(name)`` and
+with a custom target function, interleaved with the same methods and the default target,
+and reports each as a ratio to its default (target: <= 1.05).
+
 ``--methods all`` times every shortcut of the package instead (``ke.gradients``,
 ``gradients_x_inputs``, ``integrated_gradients`` with ``n_steps=16``, ``full_gradients``,
 SmoothGrad with 8 repetitions, ``cam``, ``gradcam``, ``gradcampp``, ``xgradcam``,
@@ -104,6 +108,9 @@ TARGETS = {"gradcam": 1.1, "gradients": 3.0}
 # one (pooling and the classifier), far below one forward pass per ablation, so it is only
 # compared with predict.
 LIMIT_TARGETS = {"scorecam": 1.2}
+# ``--methods targets``: a method with a ``ke.targets`` target against the same method with
+# the default target, interleaved in one run (a target is compiled into the step: no extra pass).
+TARGET_OVERHEAD = 1.05
 CHUNK_SIZES = {"scorecam": 8, "ablationcam": 8, "occlusion": 16, "rise": 16}
 # The settings of the costly methods for ``--methods all``, per model. ResNet50V2's last block
 # has 2048 channels and its inputs 224 x 224 pixels: Score-CAM over every channel, occlusion
@@ -296,6 +303,49 @@ def all_cases(model, x, y, batch, settings, jit_compile=None):
     return cases
 
 
+def target_cases(model, x, y, batch, jit_compile=None):
+    """Grad-CAM and Gradients with the default target, ``ke.targets.output`` and a function.
+
+    ``output(name)`` picks the model's (only) output by its name and gathers its classes;
+    the custom target is a plain function doing the same gather. Each is compared with the
+    same method and the default target, round by round (``target_ratios`` of the report).
+    """
+    options = {"batch_size": batch, "verbose": 0}
+    if jit_compile is not None:
+        options["jit_compile"] = jit_compile
+    output = ke.targets.output(model.output_names[0])
+
+    def custom(outputs, units):  # the classes, gathered by hand
+        return ops.take_along_axis(outputs, units, axis=-1)
+
+    cases = {"predict": lambda: model.predict(x, batch_size=batch, verbose=0)}
+    for name, shortcut in (("gradcam", ke.gradcam), ("gradients", ke.gradients)):
+        cases[name] = lambda f=shortcut: f(model, x, y, **options)
+        for label, target in (("output", output), ("custom", custom)):
+            cases[f"{name}[{label}]"] = lambda f=shortcut, t=target: f(
+                model, x, y, target=t, **options
+            )
+    return cases
+
+
+def _target_ratios(times) -> dict:
+    """``method[target]`` time / ``method`` time, per round: the price of the target."""
+    ratios = {}
+    for name, values in times.items():
+        if "[" not in name:
+            continue
+        base = name.split("[")[0]
+        per_round = [t / b for t, b in zip(values, times[base])]
+        ratios[name] = {
+            "default": base,
+            "ratio_median": statistics.median(per_round),
+            "ratio_min": min(per_round),
+            "ratio_max": max(per_round),
+            "ratios": per_round,
+        }
+    return ratios
+
+
 def _fit_step_cache(size):
     """Let the engine keep one compiled step per timed method.
 
@@ -446,6 +496,9 @@ def run(args):
                 raise SystemExit(f"--only: unknown methods {sorted(unknown)}; known: {list(cases)}")
             cases = {n: f for n, f in cases.items() if n == "predict" or n in args.only}
         _fit_step_cache(len(cases) + 4)
+    elif args.methods == "targets":
+        cases = target_cases(model, x, y, args.batch, args.jit_compile)
+        _fit_step_cache(len(cases) + 4)
     else:
         cases = public_cases(model, x, y, args.batch, args.jit_compile)
     if peer_version:
@@ -475,7 +528,7 @@ def run(args):
 
     first_calls(list(cases))
     steps = {}
-    if args.diagnostics:
+    if args.diagnostics and args.methods != "targets":
         extra, steps = diagnostic_cases(model, x, y, args.jit_compile)
         cases.update(extra)
         first_calls(list(extra))
@@ -529,6 +582,8 @@ def run(args):
         "targets": TARGETS,
         "limits": limits,
         "limit_targets": LIMIT_TARGETS,
+        "target_ratios": _target_ratios(times) if args.methods == "targets" else {},
+        "target_overhead": TARGET_OVERHEAD,
         "settings": settings if args.methods == "all" else None,
         "chunk_sizes": CHUNK_SIZES if args.methods == "all" else None,
         "tf_keras_vis": comparison,
@@ -645,6 +700,25 @@ def markdown(report) -> str:
                 f"{limit['ratio_median']:.2f} ({limit['ratio_min']:.2f}-"
                 f"{limit['ratio_max']:.2f}) | {limit['ratio_best']:.2f} | {verdict} |"
             )
+    target_ratios = report.get("target_ratios") or {}
+    if target_ratios:
+        lines += [
+            "",
+            "With a target against the same method with the default target (per-round ratios "
+            "of the interleaved rounds): `output` is ke.targets.output(name), `custom` a "
+            "function gathering the classes.",
+            "",
+            "| case | x default (median) | min-max | target |",
+            "|---|---:|---:|---|",
+        ]
+        for name, ratio in target_ratios.items():
+            ok = ratio["ratio_median"] <= report["target_overhead"]
+            lines.append(
+                f"| {name} | {ratio['ratio_median']:.3f} | {ratio['ratio_min']:.2f}-"
+                f"{ratio['ratio_max']:.2f} | <= {report['target_overhead']} "
+                + ("ok" if ok else "**missed**")
+                + " |"
+            )
     settings = report.get("settings")
     if settings:
         occlusion = settings["occlusion"] or {"window": 8, "stride": 4}
@@ -672,10 +746,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--methods",
-        choices=("core", "all"),
+        choices=("core", "all", "targets"),
         default="core",
         help="core: predict, gradcam, gradients (+ diagnostics); all: every shortcut, and the "
-        "perturbation methods against their limit",
+        "perturbation methods against their limit; targets: gradcam and gradients with "
+        "ke.targets.output(name) and a custom target against the default target",
     )
     parser.add_argument(
         "--model",
@@ -758,6 +833,8 @@ def main(argv=None):
         stem += "-xla" if args.jit_compile else "-noxla"
     if args.methods == "all":
         stem += "-all" if not args.only else "-some"
+    if args.methods == "targets":
+        stem += "-targets"
     with open(os.path.join(args.results_dir, f"{stem}.json"), "w") as file:
         json.dump(report, file, indent=2)
     md_path = os.path.join(args.results_dir, f"{stem}.md")

@@ -97,6 +97,22 @@ def test_explain_end_to_end_with_a_folder_and_class_names(tmp_path, capsys):
     assert "Wrote 6 overlay(s) for 2 image(s)" in captured.out
 
 
+def test_explain_a_chosen_output_or_a_regression_value(tmp_path, capsys):
+    model = data.demo_model_path()
+    picture = data.demo_image_paths()[0]
+    argv = ["explain", str(model), str(picture), "--quiet", "--out"]
+    code = cli.main([*argv, str(tmp_path / "a"), "--output", "predictions", "--top-k", "2"])
+    assert code == 0, capsys.readouterr().err
+    text = " ".join(" ".join(_check_report(tmp_path / "a", images=1, overlays=2).text).split())
+    assert "classes of output 'predictions'" in text
+    code = cli.main(
+        [*argv, str(tmp_path / "b"), "--method", "gradients", "--regression", "2", "--decrease"]
+    )
+    assert code == 0, capsys.readouterr().err
+    text = " ".join(" ".join(_check_report(tmp_path / "b", images=1, overlays=1).text).split())
+    assert "regression value 2 (decrease) of the first output" in text
+
+
 def test_methods_lists_every_method_with_family_and_reference(capsys):
     assert cli.main(["methods"]) == 0
     out = capsys.readouterr().out
@@ -145,6 +161,13 @@ ERRORS = [
     (["explain", "{model}", "{good}", "--top-k", "0"], 2, "--top-k must be at least 1"),
     (["explain", "{model}", "{good}", "--class-names", "{names}", "--out", "{tmp}/o"], 2,
      "`class_names` has 2 names but the model has 5 outputs"),
+    (["explain", "{model}", "{good}", "--output", "prediction"], 2,
+     "The model has no output named 'prediction'. Did you mean 'predictions'? Its outputs "
+     "are ['predictions']"),
+    (["explain", "{model}", "{good}", "--output", "3"], 2, "ke.targets.output(3): the model has 1"),
+    (["explain", "{model}", "{good}", "--decrease"], 2, "--decrease explains what lowers"),
+    (["explain", "{model}", "{good}", "--regression", "--method", "cam"], 2,
+     "--output/--regression choose what is explained, which cam cannot follow"),
 ]  # fmt: skip
 
 
@@ -232,6 +255,7 @@ print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
         (["explain", "{text}", "{good}"], 4),
         (["explain", "{garbage}", "{good}"], 4),
         (["demo", "--out", "{tmp}"], 2),  # not empty, not the demo's own
+        (["explain", "{model}", "{good}", "--decrease"], 2),
         (["explain", "--top-k"], 2),
     ],
     ids=lambda value: value if isinstance(value, int) else " ".join(value)[:40],
