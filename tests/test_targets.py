@@ -48,6 +48,16 @@ def heads():
 
 
 @pytest.fixture(scope="module")
+def exposures(heads):
+    """Both heads' models exposed at 'features' (one object each: their steps are reused)."""
+    model, twin, _ = heads
+    return (
+        ke.inspection.expose(model, arguments="features"),
+        ke.inspection.expose(twin, arguments="features"),
+    )
+
+
+@pytest.fixture(scope="module")
 def linear():
     """``[a, b] = flatten(x) @ W + c``: the gradient of unit u is ``W[:, u]``."""
     inputs = keras.Input((4, 4, 2))
@@ -185,29 +195,31 @@ def test_per_sample_rows_follow_copied_samples(segmenter, x):
 # --------------------------------------------------------------------------- multi-output
 
 
-def test_output_of_a_two_output_model_equals_its_single_output_twin(heads, x):
+def test_output_of_a_two_output_model_equals_its_single_output_twin(heads, exposures, x):
     model, twin, as_dict = heads
     y = np.array([1, 0, 1, 1, 0])
-    for shortcut in (ke.gradcam, ke.gradients):
-        _, expected = shortcut(twin, x, y, verbose=0)
-        for explained, name in ((model, "b"), (as_dict, "aux")):
-            scores, maps = shortcut(explained, x, y, verbose=0, target=ke.targets.output(name))
-            np.testing.assert_allclose(maps, expected, atol=1e-6)
+    cases = [
+        (ke.gradcam, model, "b"),
+        (ke.gradcam, as_dict, "aux"),  # a dict output, by key
+        (ke.gradients, model, 1),  # by position
+    ]
+    for shortcut, explained, key in cases:
+        expected_scores, expected = shortcut(twin, x, y, verbose=0)
+        scores, maps = shortcut(explained, x, y, verbose=0, target=ke.targets.output(key))
+        np.testing.assert_allclose(scores, expected_scores, atol=1e-6)
+        np.testing.assert_allclose(maps, expected, atol=1e-6)
     # an exposed model: the layer comes from the exposure, the scores from the real "b"
-    exposed = ke.inspection.expose(model, arguments="features")
+    exposed, exposed_twin = exposures
     scores, maps = ke.gradcam(exposed, x, y, verbose=0, target=ke.targets.output("b"))
-    twin_scores, twin_maps = ke.gradcam(
-        ke.inspection.expose(twin, arguments="features"), x, y, verbose=0
-    )
+    twin_scores, twin_maps = ke.gradcam(exposed_twin, x, y, verbose=0)
     np.testing.assert_allclose(scores, twin_scores, atol=1e-6)
     np.testing.assert_allclose(maps, twin_maps, atol=1e-6)
 
 
-def test_classes_is_the_default_bit_for_bit(heads, x):
-    model, twin, _ = heads
-    y = np.array([[1, 0], [0, 0], [1, 1], [0, 1], [1, 0]])
-    exposed = ke.inspection.expose(model, arguments="features")
-    for explained in (twin, exposed):
+def test_classes_is_the_default_bit_for_bit(heads, exposures, x):
+    _, twin, _ = heads
+    y = np.array([1, 0, 1, 1, 0])
+    for explained in (twin, exposures[0]):
         default = ke.gradcam(explained, x, y, verbose=0)
         chosen = ke.gradcam(explained, x, y, verbose=0, target=ke.targets.classes())
         for a, b in zip(default, chosen):
@@ -298,6 +310,12 @@ def test_bad_targets_raise_clear_errors(heads, segmenter, x):
         ke.targets.regression(sign=2)
     with pytest.raises(ValueError, match=r"regression\(index=5\).*2 value"):
         gradient.gradients(model, x, target=ke.targets.output("b", ke.targets.regression(5)))
+    with pytest.raises(TypeError, match=r"'plain' takes no `target=`"):
+
+        def plain(model, inputs, indices=None, spatial_axis=(-3, -2)):
+            return gradient.gradients(model, inputs, indices, spatial_axis=spatial_axis)
+
+        ke.explain(plain, model, x, verbose=0, target=ke.targets.output("b"))
     with pytest.raises(ValueError, match=r"CAM weighs.*ke.gradcam"):
         ke.cam(model, x, verbose=0, target=ke.targets.output("b"))
 

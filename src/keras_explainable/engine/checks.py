@@ -7,6 +7,7 @@ used by ``explain`` and by every metric that takes ``y``.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import weakref
@@ -37,6 +38,21 @@ def check_arguments(method, model):
         raise TypeError(
             f"`model` must be a Keras 3 model (keras.Model / keras.Sequential); got a "
             f"{type(model).__name__}. Build or load the model with Keras 3 (`import keras`)."
+        )
+
+
+def check_takes_target(method):
+    """A method given ``target=`` must take it (every method of the package does)."""
+    try:
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: let the call tell
+        return
+    if not any(p.name == "target" or p.kind is p.VAR_KEYWORD for p in parameters):
+        name = getattr(method, "__name__", type(method).__name__)
+        raise TypeError(
+            f"The method {name!r} takes no `target=`: add a `target=None` parameter to it and "
+            "score the model's outputs with the target (every method of ke.methods does), or "
+            "explain without target=."
         )
 
 

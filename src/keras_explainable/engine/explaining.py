@@ -147,6 +147,8 @@ def explain(
     if method_params.get("target", ...) is None:
         del method_params["target"]  # the default: the same step as without target=
     target = targets.bound(method_params.get("target"), model)  # names checked now
+    if target is not None:
+        checks.check_takes_target(method)
     source = Source(x, y, batch_size=batch_size, steps=steps)
     if source.array is not None:  # the shape first: a wrong rank also miscounts y's rows
         checks.check_inputs(model, source.array.shape, source.array.dtype, spatial_axis)
