@@ -332,6 +332,8 @@ def test_bad_targets_raise_clear_errors(heads, segmenter, x):
         ke.targets.segmentation(np.ones(8, bool))
     with pytest.raises(ValueError, match=r"segmentation\(\) explains a \(batch, h, w, classes\)"):
         ke.gradients(model, x, np.zeros(N, int), verbose=0, target=ke.targets.segmentation())
+    with pytest.raises(ValueError, match=r"metrics score every unit.*segmentation"):
+        ke.metrics.deletion(segmenter, x, mask, np.zeros(N, int), target=ke.targets.segmentation())
     with pytest.raises(ValueError, match=r"tta.*cannot follow"):
         augmented = meta.tta(gradient.gradients, scales=(2.0,))
         augmented(segmenter, x, np.zeros(N, int), target=ke.targets.segmentation(mask))

@@ -257,6 +257,12 @@ def get_scores_step(model, activation="softmax", jit_compile=None, target=None) 
     params = {}
     if target is not None:
         target = targets.as_target(target)
+        if target.needs_units:
+            raise ValueError(
+                f"The metrics score every unit of the perturbed images at once, which the "
+                f"target {target!r} cannot (it scores the units of y only); use a target "
+                "such as ke.targets.output(name) or regression()."
+            )
         if target.per_sample():
             raise ValueError(
                 f"The metrics score perturbed copies of the images, which a target's "

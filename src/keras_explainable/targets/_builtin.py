@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from keras import ops
 
+from .._precision import widen
 from .._units import first_output, gather_units
 from ._base import Classes, Target, as_target, closest, output_names
 
@@ -238,7 +239,8 @@ class Segmentation(Target):
         chosen = ops.broadcast_to(
             ops.reshape(units, shape), tuple(ops.shape(logits)[:-1]) + (count,)
         )
-        picked = ops.take_along_axis(logits, chosen, axis=-1)  # (batch, *spatial, U)
+        # (batch, *spatial, U), float32 for a mixed-precision model: the sum covers every pixel
+        picked = widen(ops.take_along_axis(logits, chosen, axis=-1))
         if self._mask is None:  # the pixels the model assigns to each explained class
             winner = ops.expand_dims(ops.cast(ops.argmax(logits, axis=-1), "int32"), -1)
             region = ops.cast(ops.equal(winner, chosen), picked.dtype)
