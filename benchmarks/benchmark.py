@@ -29,8 +29,9 @@ other load). On a busy machine, ``--threads 1`` gives much steadier numbers (PyT
 OpenMP threads degrade badly when the cores are oversubscribed).
 
 ``--methods targets`` times Grad-CAM and Gradients with ``ke.targets.output(name)`` and
-with a custom target function, interleaved with the same methods and the default target,
-and reports each as a ratio to its default (target: <= 1.05).
+with a custom target function, interleaved with the same methods and the default target
+(every other round in reverse order), and reports each as a ratio to its default, round by
+round (target: <= 1.05).
 
 ``--methods all`` times every shortcut of the package instead (``ke.gradients``,
 ``gradients_x_inputs``, ``integrated_gradients`` with ``n_steps=16``, ``full_gradients``,
@@ -542,7 +543,10 @@ def run(args):
             fn()
     times = {name: [] for name in cases}
     for round_ in range(args.repeats):
-        for name, fn in cases.items():
+        order = list(cases.items())
+        if args.methods == "targets" and round_ % 2:
+            order.reverse()  # a target runs before its default as often as after it
+        for name, fn in order:
             times[name].append(timed(fn))
         line = "  ".join(f"{n}={t[-1]:.3f}" for n, t in times.items())
         print(f"  round {round_ + 1}/{args.repeats}: {line}", flush=True)
