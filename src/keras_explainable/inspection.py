@@ -36,6 +36,11 @@ from ._layers import (  # noqa: F401  (re-exported: ke.inspection.*)
     input_shape_of,
     layers_with_biases,
 )
+from ._logits import (  # noqa: F401  (followed_to_units: ke.inspection.*)
+    default_logits_tap,
+    followed_to_units,
+    pooling_before_classifier,
+)
 from ._taps import Tap, check_recorded, recorded, tapped
 from ._units import first_output, gather_units  # noqa: F401  (re-exported: ke.inspection.*)
 
@@ -210,18 +215,15 @@ def _reads_model_inputs(model, layer) -> bool:
 def default_activation_tap(model, input_shape=None) -> Tap:
     """The signal CAM methods explain by default.
 
-    The input of the last global pooling (or ``Flatten``) layer, searched in
-    nested models too; failing that, the output of the last layer that still
-    has spatial dimensions.
+    The input of the last global pooling (or ``Flatten``) layer before the
+    classifier, searched in nested models too; failing that, the output of the
+    last layer that still has spatial dimensions.
 
     Raises:
         ValueError: when the model has no spatial layer; the message lists the
             layers looked at and how to name one.
     """
-    try:
-        pooling = get_global_pooling_layer(model)
-    except ValueError:
-        pooling = None
+    pooling = pooling_before_classifier(model)
     if pooling is not None and not _reads_model_inputs(model, pooling):
         return Tap(pooling, path=_path_of(model, pooling), link="input")
     calls = trace_layer_calls(model, input_shape)
@@ -252,8 +254,11 @@ def expose(model, arguments=None, outputs=None, input_shape=None) -> ExposedMode
             below); a list exposes several. ``None`` picks the input of the last
             global pooling / ``Flatten`` layer (or the last spatial layer).
         outputs: the logits descriptor. ``None`` picks the last layer with a
-            ``kernel`` (a Dense or Conv classifier); pass the model's last layer
-            if you want its activated output.
+            ``kernel`` (a Dense or Conv classifier), followed through any
+            flatten/reshape/dropout-like layers to its ``(batch, units)``
+            tensor (a 1x1-conv classifier's ``Flatten``), or the model's own
+            ``(batch, units)`` output when there is none; pass the model's last
+            layer if you want its activated output.
         input_shape: only needed to search a model whose input shape Keras does
             not know (built without an ``Input``).
 
@@ -283,8 +288,7 @@ def expose(model, arguments=None, outputs=None, input_shape=None) -> ExposedMode
         )
     if outputs is None:
         try:
-            logits = Tap(get_logits_layer(model), path=())
-            logits = Tap(logits.layer, path=_path_of(model, logits.layer))
+            logits = default_logits_tap(model)
         except ValueError as error:
             raise ValueError(
                 f"'{model.name}' has no layer with a kernel to use as logits; pass "

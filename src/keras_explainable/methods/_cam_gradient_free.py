@@ -21,6 +21,9 @@ def _classifier_kernel(model, logits_layer):
     if logits_layer is None:
         if isinstance(model, inspection.ExposedModel):
             logits_layer = model.logits_tap.layer
+            classifier = inspection.get_logits_layer(model.explained_model)
+            if inspection.followed_to_units(model.explained_model, classifier) is logits_layer:
+                logits_layer = classifier  # the default logits: e.g. the Flatten of a 1x1 conv
         else:
             logits_layer = inspection.get_logits_layer(model)
     elif not hasattr(logits_layer, "kernel"):
