@@ -17,8 +17,9 @@ region costs no extra pass.
 
 Built-ins: :func:`classes` (the default: the first output's units at ``y``),
 :func:`output` (one output of a multi-output model, by name or position),
-:func:`regression` (a regression value, ``sign=-1`` for what lowers it) and
-:func:`segmentation` (Seg-Grad-CAM: a class's logits summed over a region).
+:func:`regression` (a regression value, ``sign=-1`` for what lowers it),
+:func:`segmentation` (Seg-Grad-CAM: a class's logits summed over a region) and
+:func:`detection` (the class scores of one detection of an object detector).
 Any function of the signature above works; a :class:`Target` subclass can also
 check names against the model and carry per-sample data.
 
@@ -67,9 +68,11 @@ from ._base import (  # noqa: F401  (bound, model_to_run, selector: the methods'
     selector,
 )
 from ._builtin import Output, Regression, Segmentation, classes, output, regression, segmentation
+from .detection import Detection, detection
 
 __all__ = [
     "Classes",
+    "Detection",
     "FunctionTarget",
     "Output",
     "Regression",
@@ -78,6 +81,7 @@ __all__ = [
     "as_target",
     "classes",
     "closest",
+    "detection",
     "output",
     "output_names",
     "regression",
