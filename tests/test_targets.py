@@ -185,7 +185,7 @@ def test_per_sample_rows_follow_copied_samples(segmenter, x):
 
     # occlusion repeats every sample (sample-major): one sample per batch gives the reference
     target = ke.targets.segmentation(mask[:3])
-    params = dict(window=4, stride=4, chunk_size=2, verbose=0, target=target)
+    params = dict(window=4, stride=4, chunk_size=None, verbose=0, target=target)
     _, together = ke.explain(perturbation.occlusion, segmenter, x[:3], y[:3], **params)
     _, alone = ke.explain(perturbation.occlusion, segmenter, x[:3], y[:3], batch_size=1, **params)
     np.testing.assert_allclose(together, alone, atol=1e-5)
