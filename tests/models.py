@@ -6,6 +6,8 @@ The numpy references let a test compute the expected maps independently.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import layers
@@ -28,6 +30,60 @@ def set_seeded_weights(model, seed=0, scale=0.5):
             value = rng.normal(0.0, scale, shape)
         variable.assign(value.astype(variable.dtype))
     return model
+
+
+def he_normal_weights(model, seed=0):
+    """Seeded He-normal kernels, unit gammas and variances, zero biases (every backend alike).
+
+    For real-size architectures with random weights: the activations keep their scale
+    through dozens of layers (``set_seeded_weights``' plain normals would explode).
+    """
+    rng = np.random.default_rng(seed)
+    for variable in model.variables:
+        shape, path = tuple(variable.shape), variable.path
+        if "moving_variance" in path or "gamma" in path:
+            value = np.ones(shape)
+        elif len(shape) <= 1:
+            value = np.zeros(shape)
+        else:
+            fan_in = np.prod(shape[:-2] if "depthwise" in path else shape[:-1])
+            value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+        variable.assign(value.astype(variable.dtype))
+    return model
+
+
+def uninitialized():
+    """A context where new variables stay uninitialized, on JAX (elsewhere it does nothing).
+
+    On JAX, Keras' random initializers compile once per weight shape (half a minute
+    for a ResNet on a CPU). Real-size models built in this context
+    (``keras.StatelessScope(initialize_variables=False)``) get their values from
+    :func:`seeded` instead. Nothing in it may create a variable from a value (an
+    optimizer: KerasHub tasks compile in their constructor; build their backbone
+    inside, the task outside).
+    """
+    if keras.backend.backend() != "jax":
+        return contextlib.nullcontext()
+    return keras.StatelessScope(initialize_variables=False)
+
+
+def seeded(model, seed=0):
+    """``model`` with :func:`he_normal_weights`, ready to run also if built :func:`uninitialized`.
+
+    Leaving that context registered its variables "to initialize";
+    ``keras.backend.clear_session()`` drops the registry (the model keeps its values).
+    """
+    he_normal_weights(model, seed)
+    if keras.backend.backend() == "jax":
+        keras.backend.clear_session()
+    return model
+
+
+def build_seeded(build, seed=0):
+    """``build()`` (a real-size model) :func:`uninitialized`, then :func:`seeded`."""
+    with uninitialized():
+        model = build()
+    return seeded(model, seed)
 
 
 def inputs(n=4, seed=1, h=H, w=W, c=C):

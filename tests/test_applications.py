@@ -27,6 +27,7 @@ from keras import layers
 import keras_explainable as ke
 
 from .conftest import BACKEND
+from .models import build_seeded
 
 CLASSES = 3
 ARCHITECTURES = sorted(
@@ -80,30 +81,6 @@ def _unbuilt_weights(name, size, **kwargs):
         return _application(name, size, **kwargs)
 
 
-def _seeded_application(name, size, seed=0, **kwargs):
-    """The architecture with seeded He-normal weights, identical on every backend."""
-    if BACKEND == "jax":  # skip JAX's per-shape initializer compilation
-        model = _unbuilt_weights(name, size, **kwargs)
-    else:
-        model = _application(name, size, **kwargs)
-    rng = np.random.default_rng(seed)
-    for variable in model.variables:
-        shape, path = tuple(variable.shape), variable.path
-        if "moving_variance" in path or "gamma" in path:
-            value = np.ones(shape)
-        elif len(shape) <= 1:
-            value = np.zeros(shape)
-        else:
-            fan_in = np.prod(shape[:-2] if "depthwise" in path else shape[:-1])
-            value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
-        variable.assign(value.astype(variable.dtype))
-    if BACKEND == "jax":
-        # The variables were registered as "to initialize" when the scope was left
-        # uninitialized; they hold values now: drop that registry (clear_session resets it).
-        keras.backend.clear_session()
-    return model
-
-
 @pytest.mark.parametrize("name", SWEPT)
 def test_every_application_exposes_units_logits_and_a_spatial_activation(name):
     size = _size(name)
@@ -141,7 +118,7 @@ def _batch(name, size):
 @pytest.mark.parametrize("name", sorted(HEADS))
 def test_gradcam_on_real_architectures_gives_finite_maps(name):
     size = _size(name)
-    model = _seeded_application(name, size, classifier_activation=None)
+    model = build_seeded(lambda: _application(name, size, classifier_activation=None))
     x, y = _batch(name, size), np.array([0, 2])
     assert ke.inspection.expose(model).logits_tap.layer.name == HEADS[name]
     scores, maps = ke.gradcam(model, x, y, batch_size=2, verbose=0)  # the issue's call

@@ -115,14 +115,15 @@ def _seed():
     yield
 
 
-_FRAMEWORKS = ("tensorflow", "torch", "jax")
+# the backends, and keras-hub (installed apart, see README "Tests")
+_FRAMEWORKS = ("tensorflow", "torch", "jax", "keras_hub")
 
 
 def _missing_framework(block: Block) -> str | None:
     """A framework the block imports that this environment lacks (a one-backend install).
 
-    Such a block is skipped, not failed: `.ci/run` installs all three, so there every
-    block runs.
+    Such a block is skipped, not failed: `.ci/run` installs all three and keras-hub, so
+    there every block runs.
     """
     imported = re.findall(r"^\s*(?:import|from)\s+(\w+)", block.code, re.M)
     for name in imported:

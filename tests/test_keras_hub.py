@@ -1,0 +1,140 @@
+"""Real detectors and segmenters from KerasHub, built from small configs (no download).
+
+``RetinaNetObjectDetector`` and ``DeepLabV3ImageSegmenter`` on a tiny ResNet
+(one basic block per stage), 64 x 64 images, seeded weights. What they return:
+
+- RetinaNet: ``{"bbox_regression": (batch, A, 4), "cls_logits": (batch, A,
+  classes)}``, ``A = sum over levels P3..P5 of (64 / 2**level)**2 * 9`` anchors
+  (three scales x three aspect ratios), the boxes as ``center_xywh`` offsets from
+  the anchors of ``model.anchor_generator``; ``model.predict`` decodes them and
+  runs non-maximum suppression (``decode_predictions``).
+- DeepLabV3: the per-pixel class logits ``(batch, 64, 64, classes)``.
+
+keras-hub is installed without its TensorFlow dependencies (README, Tests); the
+module is skipped where it is not installed (CI installs it).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+import keras_explainable as ke
+
+from .models import seeded, uninitialized
+
+keras_hub = pytest.importorskip("keras_hub")
+
+SIZE, CLASSES = 64, 3
+FEATURES = ("retina_net_backbone", "backbone", "stack1_block0_out")  # stride 8: every level
+DECODER = ("deep_lab_v3_backbone", "segmentation_head_relu")  # before the 1x1 classifier
+
+
+def tiny_resnet():
+    return keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 16, 16, 16],
+        stackwise_num_blocks=[1, 1, 1, 1],
+        stackwise_num_strides=[1, 2, 2, 2],
+        block_type="basic_block",
+        image_shape=(SIZE, SIZE, 3),
+    )
+
+
+def retinanet(seed=3):
+    with uninitialized():  # the task compiles (an optimizer) in its constructor: outside
+        backbone = keras_hub.models.RetinaNetBackbone(
+            image_encoder=tiny_resnet(), min_level=3, max_level=5, use_p5=False,
+            image_shape=(SIZE, SIZE, 3),
+        )  # fmt: skip
+    detector = keras_hub.models.RetinaNetObjectDetector(
+        backbone=backbone, num_classes=CLASSES, pre_logits_num_conv_layers=1
+    )
+    return seeded(detector, seed)
+
+
+def deeplab(seed=5):
+    with uninitialized():
+        backbone = keras_hub.models.DeepLabV3Backbone(
+            image_encoder=tiny_resnet(), spatial_pyramid_pooling_key="P4", upsampling_size=4,
+            dilation_rates=[1, 2], low_level_feature_key="P2", projection_filters=8,
+            image_shape=(SIZE, SIZE, 3),
+        )  # fmt: skip
+    segmenter = keras_hub.models.DeepLabV3ImageSegmenter(backbone=backbone, num_classes=CLASSES)
+    return seeded(segmenter, seed)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(2).uniform(0, 1, (2, SIZE, SIZE, 3)).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return retinanet()
+
+
+def np_decoded_boxes(model, deltas):
+    """The model's own anchors, and its center_xywh offsets decoded to its box format, numpy."""
+    levels = model.anchor_generator(np.zeros((1, SIZE, SIZE, 3), "float32"))
+    anchors = np.concatenate([keras.ops.convert_to_numpy(a) for a in levels.values()], 0)
+    assert model.anchor_generator.bounding_box_format == model.bounding_box_format == "yxyx"
+    anchors = anchors.astype(np.float64)[:, [1, 0, 3, 2]]  # yxyx -> xyxy
+    size = anchors[:, 2:] - anchors[:, :2]
+    center = (anchors[:, :2] + anchors[:, 2:]) / 2
+    middle = deltas[..., :2] * size + center
+    half = np.exp(deltas[..., 2:]) * size / 2
+    return np.concatenate([middle - half, middle + half], -1)[..., [1, 0, 3, 2]]  # -> yxyx
+
+
+def np_iou_yxyx(boxes, box):
+    top_left = np.maximum(boxes[..., :2], box[:2])
+    bottom_right = np.minimum(boxes[..., 2:], box[2:])
+    overlap = np.prod(np.clip(bottom_right - top_left, 0, None), -1)
+    area = lambda b: np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), -1)  # noqa: E731
+    return overlap / (area(boxes) + area(box) - overlap)
+
+
+@pytest.mark.slow
+def test_retinanet_detection_with_no_configuration(detector, images):
+    outputs = detector(images, training=False)  # predict() decodes and suppresses
+    anchors = sum((SIZE // 2**level) ** 2 for level in (3, 4, 5)) * 9
+    assert sorted(outputs) == ["bbox_regression", "cls_logits"]
+    assert tuple(outputs["cls_logits"].shape) == (2, anchors, CLASSES)
+    assert tuple(outputs["bbox_regression"].shape) == (2, anchors, 4)
+    logits = keras.ops.convert_to_numpy(outputs["cls_logits"]).astype(np.float64)
+    deltas = keras.ops.convert_to_numpy(outputs["bbox_regression"]).astype(np.float64)
+    boxes = np_decoded_boxes(detector, deltas)  # (2, anchors, 4), yxyx like model.predict's
+
+    # explain the detections whose decoded boxes are these (as model.predict would return them)
+    chosen = np.array([100, 700])
+    box = boxes[np.arange(2), chosen].astype("float32")
+    best = np.array([np_iou_yxyx(boxes[b], box[b]).argmax() for b in range(2)])
+    y = np.array([2, 0])
+    exposed = ke.inspection.expose(detector, arguments=FEATURES)
+    scores, maps = ke.gradcam(
+        exposed, images, y, target=ke.targets.detection(box=box), batch_size=2, verbose=0
+    )
+    np.testing.assert_allclose(scores[:, 0], logits[np.arange(2), best, y], rtol=1e-4, atol=1e-4)
+    assert maps.shape == (2, SIZE, SIZE, 1) and np.isfinite(maps).all()
+    assert (boxes[np.arange(2), best] == boxes[np.arange(2), chosen]).all()
+
+
+@pytest.mark.slow
+def test_deeplab_segmentation_gives_finite_maps(images):
+    segmenter = deeplab()
+    # training=False, as explain runs it: with training=None this model's pyramid pooling
+    # runs its batch norms in training mode (and updates their statistics)
+    logits = keras.ops.convert_to_numpy(segmenter(images, training=False)).astype(np.float64)
+    assert logits.shape == (2, SIZE, SIZE, CLASSES)
+    y = np.array([1, 2])
+    exposed = ke.inspection.expose(segmenter, arguments=DECODER)
+    scores, maps = ke.gradcam(
+        exposed, images, y, target=ke.targets.segmentation(), batch_size=2, verbose=0
+    )
+    region = logits.argmax(-1) == y[:, None, None]  # the pixels assigned to each class
+    expected = (logits[np.arange(2), ..., y] * region).sum(axis=(1, 2))
+    np.testing.assert_allclose(scores[:, 0], expected, rtol=1e-3, atol=1e-3)
+    assert maps.shape == (2, SIZE, SIZE, 1) and np.isfinite(maps).all()
