@@ -216,6 +216,23 @@ def test_output_of_a_two_output_model_equals_its_single_output_twin(heads, expos
     np.testing.assert_allclose(maps, twin_maps, atol=1e-6)
 
 
+def test_a_multi_output_model_without_target_explains_its_first_output(heads, x):
+    # [class logits, a vector head] is a multi-output model, not the seed's
+    # [logits, *activations] convention: Grad-CAM finds its own layer (not "no spatial axes")
+    model, _, _ = heads
+    inputs = model.inputs[0]
+    first = keras.Model(inputs, model.outputs[0], name="first_head")
+    legacy = keras.Model(inputs, [model.outputs[0], model.get_layer("features").output])
+    assert not ke.inspection.exposes_activations(model)
+    assert ke.inspection.exposes_activations(legacy)
+    y = np.array([1, 0, 2, 1, 0])
+    expected_scores, expected = ke.gradcam(first, x, y, verbose=0)
+    for explained in (model, legacy):  # the legacy convention explains the same layer
+        scores, maps = ke.gradcam(explained, x, y, verbose=0)
+        np.testing.assert_allclose(scores, expected_scores, atol=1e-6)
+        np.testing.assert_allclose(maps, expected, atol=1e-6)
+
+
 def test_classes_is_the_default_bit_for_bit(heads, exposures, x):
     _, twin, _ = heads
     y = np.array([1, 0, 1, 1, 0])

@@ -30,7 +30,10 @@ def _model():
 def _layer_state(model):
     """Every layer's instance attributes and its weights, to prove nothing changed."""
     state = {
-        layer.name: (sorted(layer.__dict__), "call" in layer.__dict__)
+        # FullGrad reroutes fused activations while it runs: the same object must be back
+        layer.name: (sorted(layer.__dict__), "call" in layer.__dict__, id(layer.activation))
+        if hasattr(layer, "activation")
+        else (sorted(layer.__dict__), "call" in layer.__dict__)
         for layer in model._flatten_layers(include_self=True)
     }
     weights = [np.array(keras.ops.convert_to_numpy(w)) for w in model.weights]
@@ -50,6 +53,8 @@ def _jobs(x, y, other):
         "gradients": lambda model: ke.gradients(model, x, y, verbose=0)[1],
         "scorecam": lambda model: ke.scorecam(model, x, y, verbose=0)[1],
         "layercam_all_units": lambda model: ke.layercam(model, x, None, verbose=0)[1],
+        # taps on every biased layer, and their fused activations rerouted while it runs
+        "full_gradients": lambda model: ke.full_gradients(model, x, y, verbose=0)[1],
     }
 
 

@@ -44,17 +44,13 @@ def _resolve_layer_name(model, layer):
 def _expose(model, layer, input_shape, convention=True):
     """An exposed model for ``layer`` (cached per model and layer).
 
-    ``convention``: a model with several outputs is taken as ``[logits,
-    *activations]`` (false when a target picks one of its outputs).
+    ``convention``: a model with several outputs, all but the first spatial, is
+    taken as ``[logits, *activations]`` (false when a target picks one of its outputs).
     """
     if isinstance(model, inspection.ExposedModel) and layer is None:
         return model
     if layer is None and not isinstance(model, inspection.ExposedModel):
-        try:
-            outputs = model.outputs
-        except (AttributeError, ValueError):
-            outputs = None
-        if convention and outputs and len(outputs) > 1:  # already [logits, activations]
+        if convention and inspection.exposes_activations(model):  # [logits, activations]
             return model
     key = _layer_key(layer)
     try:

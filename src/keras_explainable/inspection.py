@@ -306,13 +306,31 @@ def expose(model, arguments=None, outputs=None, input_shape=None) -> ExposedMode
 _EXPOSURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def exposes_activations(model) -> bool:
+    """Whether ``model``'s outputs follow the seed's ``[logits, *activations]`` convention.
+
+    True for a functional model with several outputs whose outputs after the first
+    all have spatial axes (rank >= 3): feature maps a CAM method can explain, as in
+    ``keras.Model(inputs, [logits, conv_features])``. A model whose other outputs are
+    vectors (a box, a regression value, a second classifier) is a multi-output
+    model: its outputs are all outputs, and ``target=`` picks one.
+    """
+    try:
+        outputs = list(model.outputs or [])
+    except (AttributeError, ValueError, TypeError):
+        return False
+    if len(outputs) < 2:
+        return False
+    return all(len(getattr(tensor, "shape", ())) >= 3 for tensor in outputs[1:])
+
+
 def activation_taps(model, input_shape=None, convention: bool = True) -> tuple[Tap, ...]:
     """The intermediate signals a CAM method should explain for ``model``.
 
     - an :class:`ExposedModel`: the activations it exposes;
     - with ``convention``, a model with several outputs ``[logits,
-      *activations]`` (the seed's convention for exposed functional models):
-      the layers producing ``activations``;
+      *activations]`` (the seed's convention for exposed functional models; see
+      :func:`exposes_activations`): the layers producing ``activations``;
     - any other model: the default of :func:`expose` (cached per model).
 
     ``convention=False`` when the model's outputs are all outputs (a target
@@ -320,14 +338,9 @@ def activation_taps(model, input_shape=None, convention: bool = True) -> tuple[T
     """
     if isinstance(model, ExposedModel):
         return model.activation_taps
-    outputs = None
-    try:
-        outputs = model.outputs if convention else None
-    except (AttributeError, ValueError):
-        pass
-    if outputs and len(outputs) > 1:
+    if convention and exposes_activations(model):
         taps = []
-        for tensor in outputs[1:]:
+        for tensor in model.outputs[1:]:
             history = keras_history(tensor)
             if history is None:
                 raise ValueError(

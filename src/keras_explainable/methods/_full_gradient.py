@@ -6,6 +6,8 @@ Re-exported by :mod:`keras_explainable.methods.gradient` (``ke.methods.gradient.
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from typing import Any, NamedTuple
 
 import keras
@@ -55,8 +57,14 @@ class _PreActivation:
     """
 
     def __init__(self, layer):
-        self.layer = layer
+        # weak: the proxies are cached per layer (keyed weakly), so a strong
+        # reference would keep every explained layer alive
+        self._layer = weakref.ref(layer)
         self.name = f"{layer.name} (pre-activation)"
+
+    @property
+    def layer(self):
+        return self._layer()
 
     def call(self, tensor):
         return tensor
@@ -69,6 +77,26 @@ def _has_fused_activation(layer) -> bool:
     return activation is not None and activation is not keras.activations.linear
 
 
+# One proxy per layer, and the layer's activation rerouted through it while any
+# FullGrad anywhere needs it (a count per layer, under a lock): concurrent calls
+# from several threads share one routing and the last one restores the layer's own
+# activation. The proxy's ``call`` is the identity unless a tap of the *current*
+# context wraps it (taps are context-local), so every other caller of the layer
+# (plain ``model(x)`` in another thread, another method) computes exactly what
+# the plain layer computes.
+_LOCK = threading.Lock()
+_PROXIES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_ROUTED: dict = {}  # id(layer) -> [layer, its own activation, users]
+
+
+def _proxy_of(layer) -> _PreActivation:
+    with _LOCK:
+        proxy = _PROXIES.get(layer)
+        if proxy is None:
+            proxy = _PROXIES[layer] = _PreActivation(layer)
+        return proxy
+
+
 @contextlib.contextmanager
 def _pre_activations(proxies):
     """Route each proxied layer's pre-activation through its proxy; restored afterwards."""
@@ -76,17 +104,27 @@ def _pre_activations(proxies):
     try:
         for proxy in proxies:
             layer = proxy.layer
-            activation = layer.activation
+            with _LOCK:
+                entry = _ROUTED.get(id(layer))
+                if entry is None:
+                    activation = layer.activation
 
-            def routed(tensor, _proxy=proxy, _activation=activation):
-                return _activation(_proxy.call(tensor))
+                    def routed(tensor, _proxy=proxy, _activation=activation):
+                        return _activation(_proxy.call(tensor))
 
-            object.__setattr__(layer, "activation", routed)
-            installed.append((layer, activation))
+                    object.__setattr__(layer, "activation", routed)
+                    entry = _ROUTED[id(layer)] = [layer, activation, 0]
+                entry[2] += 1
+            installed.append(layer)
         yield
     finally:
-        for layer, activation in reversed(installed):
-            object.__setattr__(layer, "activation", activation)
+        with _LOCK:
+            for layer in reversed(installed):
+                entry = _ROUTED[id(layer)]
+                entry[2] -= 1
+                if entry[2] == 0:
+                    object.__setattr__(layer, "activation", entry[1])
+                    del _ROUTED[id(layer)]
 
 
 def _is_exposed(model, convention: bool = True) -> bool:
@@ -142,7 +180,7 @@ def _bias_taps(model, biases, convention=True):
     proxies = []
     for position, tap in enumerate(taps):
         if _has_fused_activation(tap.layer):
-            proxy = _PreActivation(tap.layer)
+            proxy = _proxy_of(tap.layer)
             proxies.append(proxy)
             taps[position] = Tap(proxy, tap.call_index, tap.path + ("pre-activation",))
     return taps, proxies, layers, biases
