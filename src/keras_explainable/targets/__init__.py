@@ -26,10 +26,13 @@ check names against the model and carry per-sample data.
 Writing a target (the extension point; ``detection.py`` is one):
 
 1. Subclass :class:`Target` and implement ``__call__(outputs, units)``.
-2. ``bind(model)`` (optional) resolves names against the model before it runs
+2. ``bind(model)`` (optional) resolves names against the model
    (:func:`output_names`, and :func:`closest` for "did you mean" errors). Return
    ``self`` or a copy; never change ``self`` (targets are reused across calls
-   and are part of the compiled step's cache key, by identity).
+   and are part of the compiled step's cache key, by identity). ``explain``
+   binds before anything runs, but a method may bind again while its step is
+   traced (the CAM methods do), so ``bind`` must only read names and shapes:
+   no forward pass, no tensors created.
 3. ``per_sample()`` (optional) returns ``{name: array}`` with one row per sample
    of ``x`` (a mask, a box). The engine slices them with ``x`` into batches,
    pads them like ``x`` and passes them into the compiled step; in ``__call__``
