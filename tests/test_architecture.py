@@ -48,6 +48,7 @@ ROOMS = {
     "_taps": BASE,
     "_compat": BASE,
     "_units": BASE,
+    "_inputs": BASE,
     "_layers": BASE,
     "_logits": BASE,
     "_head": BASE,

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
+from .._inputs import is_structure, pack
 from .._taps import check_recorded, recorded, tapped
-from ._common import Gradients, check_scores, round_up
+from ._common import Gradients, check_scores, round_up, wrt_leaves
 
 NAME = "jax"
 
@@ -31,8 +32,20 @@ def value_and_gradients(model, inputs, score_fn, taps=(), differentiate=(), wrt_
     layer returns ``output + delta`` and we differentiate w.r.t. ``delta`` at 0.
     The weights are constants of that function: no weight gradient exists.
     """
-    inputs = jnp.asarray(inputs)
+    items, positions, rebuild = wrt_leaves(inputs, wrt_inputs)
+    items = [jnp.asarray(item) for item in items]
+    structured = is_structure(inputs)
+    like = inputs
     differentiate = list(differentiate)
+
+    def assemble(chosen):
+        """The model's inputs with the differentiated leaves taken from ``chosen``."""
+        full = list(items)
+        for position, value in zip(positions, chosen):
+            full[position] = value
+        return pack(like, full) if structured else full[0]
+
+    inputs = assemble([items[p] for p in positions])
 
     def run(x, deltas):
         values = [None] * len(taps)
@@ -58,8 +71,13 @@ def value_and_gradients(model, inputs, score_fn, taps=(), differentiate=(), wrt_
         outputs, values = run(x, deltas)
         return score_fn(outputs, values), (outputs, values)
 
-    if wrt_inputs:
-        scores, pullback, (outputs, values) = jax.vjp(scored, inputs, deltas, has_aux=True)
+    if positions:
+        scores, pullback, (outputs, values) = jax.vjp(
+            lambda chosen, d: scored(assemble(chosen), d),
+            [items[p] for p in positions],
+            deltas,
+            has_aux=True,
+        )
     else:
         scores, pullback, (outputs, values) = jax.vjp(
             lambda d: scored(inputs, d), deltas, has_aux=True
@@ -70,9 +88,9 @@ def value_and_gradients(model, inputs, score_fn, taps=(), differentiate=(), wrt_
     eye = jnp.eye(units, dtype=scores.dtype)[:, None, :]
     cotangents = jnp.broadcast_to(eye, (units,) + scores.shape)
     cotangent_grads = jax.vmap(pullback)(cotangents)
-    if wrt_inputs:
+    if positions:
         input_grads, tap_grads = cotangent_grads
-        input_grads = jnp.moveaxis(input_grads, 0, -1)
+        input_grads = rebuild([jnp.moveaxis(g, 0, -1) for g in input_grads])
     else:
         (tap_grads,) = cotangent_grads
         input_grads = None
@@ -216,18 +234,19 @@ class _ShardedRunner:
         if jitted is None:
             jitted = jax.jit(self._stateless, out_shardings=plan.sharding)
             self._jitted[plan.sharding] = jitted
-        rows = next((int(a.shape[0]) for a in args if a is not None), None)
+        # every argument may be a structure (multi-input models): each leaf is padded
+        first = next((leaf for leaf in jax.tree_util.tree_leaves(args)), None)
+        rows = None if first is None else int(first.shape[0])
         padded = round_up(_largest_across_processes(rows or 0), plan.local_shards)
-        batch = []
-        for arg in args:
-            if arg is None:
-                batch.append(None)
-                continue
+
+        def place(arg):
             arg = jnp.asarray(arg)
             if padded != arg.shape[0]:
                 widths = [(0, padded - arg.shape[0])] + [(0, 0)] * (arg.ndim - 1)
                 arg = jnp.pad(arg, widths, mode="edge")
-            batch.append(_global_batch(arg, plan.sharding))
+            return _global_batch(arg, plan.sharding)
+
+        batch = [jax.tree_util.tree_map(place, arg) for arg in args]
         outputs = jitted(self._values(plan.distribution), *batch)
         return jax.tree_util.tree_map(lambda out: _local_rows(out, plan.sharding, rows), outputs)
 

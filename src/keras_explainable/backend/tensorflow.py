@@ -6,8 +6,9 @@ import functools
 
 import tensorflow as tf
 
+from .._inputs import is_structure, pack
 from .._taps import check_recorded, recorded, tapped
-from ._common import Gradients, check_scores, round_up
+from ._common import Gradients, check_scores, round_up, wrt_leaves
 
 NAME = "tensorflow"
 
@@ -28,11 +29,13 @@ def value_and_gradients(model, inputs, score_fn, taps=(), differentiate=(), wrt_
     gradient is ever computed, and for a tap alone the backward pass only crosses
     the part of the network after it.
     """
-    inputs = tf.convert_to_tensor(inputs)
+    items, positions, rebuild = wrt_leaves(inputs, wrt_inputs)
+    items = [tf.convert_to_tensor(item) for item in items]
+    inputs = items[0] if len(items) == 1 and not is_structure(inputs) else pack(inputs, items)
     values = [None] * len(taps)
     with tf.GradientTape(watch_accessed_variables=False, persistent=True) as tape:
-        if wrt_inputs:
-            tape.watch(inputs)
+        for position in positions:
+            tape.watch(items[position])
 
         def watch(position, output):
             tape.watch(output)
@@ -45,7 +48,7 @@ def value_and_gradients(model, inputs, score_fn, taps=(), differentiate=(), wrt_
         scores = score_fn(outputs, values)
     check_scores(scores)
 
-    sources = ([inputs] if wrt_inputs else []) + [values[i] for i in differentiate]
+    sources = [items[p] for p in positions] + [values[i] for i in differentiate]
     units = scores.shape[-1]
     zero = tf.UnconnectedGradients.ZERO
     if units == 1:
@@ -63,8 +66,8 @@ def value_and_gradients(model, inputs, score_fn, taps=(), differentiate=(), wrt_
 
         grads = tf.vectorized_map(one_unit, cotangents)
         grads = [_units_last(g) for g in grads]
-    input_grads = grads.pop(0) if wrt_inputs else None
-    return Gradients(scores, outputs, values, grads, input_grads)
+    input_grads = rebuild(grads[: len(positions)]) if positions else None
+    return Gradients(scores, outputs, values, grads[len(positions) :], input_grads)
 
 
 def _units_last(tensor):
@@ -152,39 +155,36 @@ class _Replicated:
         strategy = self._strategy
         outputs = strategy.run(self._fn, args=per_replica)
         return tf.nest.map_structure(
-            lambda out: tf.concat(strategy.experimental_local_results(out), axis=0), outputs
+            lambda out: (
+                None if out is None else tf.concat(strategy.experimental_local_results(out), 0)
+            ),
+            outputs,
         )
 
 
 def _run_split(replicated, strategy, args):
     """Split the batch over ``strategy``'s local replicas, run, slice the padding off."""
     local = len(strategy.extended.worker_devices)
-    rows = next(int(a.shape[0]) for a in args if a is not None)
+    # an argument may be a structure (multi-input models): every leaf is split
+    rows = int(tf.nest.flatten([a for a in args if a is not None])[0].shape[0])
     size = round_up(rows, local) // local
-    slices = []
-    for arg in args:
-        if arg is None:
-            slices.append(None)
-            continue
+
+    def split(arg):
         arg = tf.convert_to_tensor(arg)
         if size * local != rows:
             last = tf.repeat(arg[-1:], size * local - rows, axis=0)
             arg = tf.concat([arg, last], axis=0)
-        slices.append(tf.split(arg, local, axis=0))
-
-    def per_replica(parts):
-        if parts is None:
-            return None
+        parts = tf.split(arg, local, axis=0)
 
         def value(context):
             return parts[context.replica_id_in_sync_group % local]
 
         return strategy.experimental_distribute_values_from_function(value)
 
-    outputs = replicated(*[per_replica(parts) for parts in slices])
+    outputs = replicated(*[None if a is None else tf.nest.map_structure(split, a) for a in args])
     if size * local == rows:
         return outputs
-    return tf.nest.map_structure(lambda out: out[:rows], outputs)
+    return tf.nest.map_structure(lambda out: None if out is None else out[:rows], outputs)
 
 
 def is_compiled_per_shape() -> bool:

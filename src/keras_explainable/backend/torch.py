@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from .._inputs import is_structure, leaves, pack
 from .._taps import check_recorded, recorded, tapped
-from ._common import Gradients, check_scores
+from ._common import Gradients, check_scores, wrt_leaves
 
 NAME = "torch"
 
@@ -16,11 +17,17 @@ def _as_tensor(inputs):
     return keras.ops.convert_to_tensor(inputs)
 
 
+def _as_structure(inputs):
+    if is_structure(inputs):
+        return pack(inputs, [_as_tensor(item) for item in leaves(inputs)])
+    return _as_tensor(inputs)
+
+
 def forward(model, inputs, taps=()):
     """Run ``model`` under ``torch.no_grad``; return (outputs, tap values)."""
     context, values = recorded(taps)
     with torch.no_grad(), context:
-        outputs = model(_as_tensor(inputs), training=False)
+        outputs = model(_as_structure(inputs), training=False)
     check_recorded(taps, values)
     return outputs, values
 
@@ -33,9 +40,11 @@ def value_and_gradients(model, inputs, score_fn, taps=(), differentiate=(), wrt_
     recorded only from there on. ``torch.autograd.grad`` computes only the
     gradients asked for, never the parameters' ``.grad``.
     """
-    inputs = _as_tensor(inputs)
-    if wrt_inputs:
-        inputs = inputs.detach().requires_grad_(True)
+    items, positions, rebuild = wrt_leaves(inputs, wrt_inputs)
+    items = [_as_tensor(item) for item in items]
+    for position in positions:
+        items[position] = items[position].detach().requires_grad_(True)
+    inputs = items[0] if len(items) == 1 and not is_structure(inputs) else pack(inputs, items)
     values = [None] * len(taps)
     wanted = set(differentiate)
 
@@ -48,14 +57,14 @@ def value_and_gradients(model, inputs, score_fn, taps=(), differentiate=(), wrt_
         values[position] = output
         return output
 
-    with torch.set_grad_enabled(wrt_inputs):
+    with torch.set_grad_enabled(bool(positions)):
         with tapped(taps, watch):
             outputs = model(inputs, training=False)
         check_recorded(taps, values)
         scores = score_fn(outputs, values)
     check_scores(scores)
 
-    sources = ([inputs] if wrt_inputs else []) + [values[i] for i in differentiate]
+    sources = [items[p] for p in positions] + [values[i] for i in differentiate]
     units = scores.shape[-1]
     if units == 1:
         grads = torch.autograd.grad(scores.sum(), sources, allow_unused=True)
@@ -75,7 +84,8 @@ def value_and_gradients(model, inputs, score_fn, taps=(), differentiate=(), wrt_
             grads = [torch.stack(gs) if gs[0] is not None else None for gs in zip(*per_unit)]
         grads = [torch.movedim(_zeros_if_none(g, s, units), 0, -1) for g, s in zip(grads, sources)]
     grads = [g.detach() for g in grads]
-    input_grads = grads.pop(0) if wrt_inputs else None
+    input_grads = rebuild(grads[: len(positions)]) if positions else None
+    grads = grads[len(positions) :]
     scores = scores.detach()
     values = [v.detach() for v in values]
     return Gradients(scores, outputs, values, grads, input_grads)

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import backend, inspection, targets
 from .._axes import positive_axes
+from .data import Columns
 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -126,7 +127,10 @@ def _symbolic_outputs(model, sample: np.ndarray):
     An eager forward pass costs little on TF and torch but, on JAX, compiles every
     op of the model one by one (seconds for a ResNet); shape inference is free.
     """
-    spec = keras.KerasTensor((1,) + tuple(sample.shape[1:]), dtype=str(sample.dtype))
+    if isinstance(sample, Columns):  # a multi-input model: a list of specs
+        spec = [keras.KerasTensor((1, *a.shape[1:]), dtype=str(a.dtype)) for a in sample.arrays]
+    else:
+        spec = keras.KerasTensor((1,) + tuple(sample.shape[1:]), dtype=str(sample.dtype))
     try:
         return model.compute_output_spec(spec)
     except Exception:
@@ -153,7 +157,10 @@ def probe(model, sample: np.ndarray, target=None) -> int | None:
         outputs = _symbolic_outputs(model, sample) if model.built else None
         try:
             if outputs is None:  # unbuilt or not traceable symbolically: run one sample
-                outputs, _ = backend.forward(model, sample[:1])
+                first = sample[:1]
+                outputs, _ = backend.forward(
+                    model, first.arrays if isinstance(first, Columns) else first
+                )
         except Exception as error:  # the framework's message, with our context first
             detail = _ANSI.sub("", str(error)).strip()
             raise ValueError(
@@ -274,6 +281,10 @@ def check_units(
 
 
 def check_finite(batch: np.ndarray, offset: int):
+    if isinstance(batch, Columns):
+        for column in batch.arrays:
+            check_finite(column, offset)
+        return
     if np.issubdtype(batch.dtype, np.floating) and not np.isfinite(batch).all():
         bad = int(np.argwhere(~np.isfinite(batch).reshape(len(batch), -1).all(axis=1))[0][0])
         raise ValueError(

@@ -9,14 +9,13 @@ No framework is imported here: datasets are recognized by duck typing.
 from __future__ import annotations
 
 import itertools
-import mmap
 import numbers
 from collections.abc import Iterator
 
 import keras
 import numpy as np
 
-from .. import _compat
+from .pages import page_releaser as _page_releaser
 
 
 def to_numpy(value) -> np.ndarray:
@@ -54,8 +53,24 @@ def is_array_like(value) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype") and not is_tf_dataset(value)
 
 
-def _split_element(element):
-    """``x`` or ``(x, units, ...)`` -> (x, units or None)."""
+def _split_element(element, layout=None):
+    """``x`` or ``(x, units, ...)`` -> (x, units or None).
+
+    For a multi-input model (``layout``), ``x`` is a dict, or a list/tuple of one
+    array per input; an element whose first item is such a structure is
+    ``(x, units, ...)``.
+    """
+    if layout is not None:
+        if isinstance(element, dict):
+            return layout.flatten(element, "The dataset's inputs"), None
+        if (
+            isinstance(element, (tuple, list))
+            and element
+            and isinstance(element[0], (dict, list, tuple))
+        ):
+            units = element[1] if len(element) > 1 else None
+            return layout.flatten(element[0], "The dataset's inputs"), units
+        return layout.flatten(element, "The dataset's inputs"), None
     if isinstance(element, dict):
         raise TypeError(
             "Dataset elements that are dicts are not supported; yield `x` or `(x, units)`."
@@ -69,6 +84,35 @@ def _split_element(element):
             return element[0], None
         return element[0], element[1]
     return element, None
+
+
+class Columns:
+    """One numpy array per model input, sliced, padded and joined as one batch."""
+
+    def __init__(self, arrays):
+        self.arrays = list(arrays)
+
+    def __len__(self) -> int:
+        return len(self.arrays[0])
+
+    def __getitem__(self, rows):
+        return Columns(a[rows] for a in self.arrays)
+
+    @property
+    def shape(self) -> tuple:
+        """``(samples, sample shapes)``: ``shape[1:]`` compares the batches' layouts."""
+        return (len(self), tuple(tuple(a.shape[1:]) for a in self.arrays))
+
+    @property
+    def ndim(self) -> int:
+        return min(a.ndim for a in self.arrays)
+
+    def map(self, fn) -> Columns:
+        return Columns(fn(a) for a in self.arrays)
+
+    @staticmethod
+    def concatenate(parts) -> Columns:
+        return Columns(np.concatenate(arrays) for arrays in zip(*(p.arrays for p in parts)))
 
 
 def positive_int(name: str, value, none_means: str):
@@ -107,10 +151,13 @@ class Source:
             which ``batch_size`` is smaller than for a shorter array.
     """
 
-    def __init__(self, x, y=None, batch_size=None, steps=None):
+    def __init__(self, x, y=None, batch_size=None, steps=None, layout=None):
         steps = positive_int("steps", steps, "None draws every batch")
         batch_size = positive_int("batch_size", batch_size, "None means 32 for arrays")
-        if isinstance(x, (str, bytes, dict)) or x is None:
+        self._layout = layout  # a multi-input model: batches are Columns, one per input
+        if layout is not None and isinstance(x, (dict, list, tuple)):
+            x = layout.flatten(x)  # checked against model.inputs; sliced like an array
+        elif isinstance(x, (str, bytes, dict)) or x is None:
             raise TypeError(
                 f"Cannot explain inputs of type {type(x).__name__}: pass a numpy array or tensor "
                 "(samples, *spatial, channels), a tf.data.Dataset, a keras.utils.PyDataset, a "
@@ -122,9 +169,11 @@ class Source:
         self.num_batches = None
         self.steps = steps
 
-        if is_array_like(x) and not isinstance(x, (list, tuple)) or _is_array_list(x):
+        if isinstance(x, Columns) or (
+            is_array_like(x) and not isinstance(x, (list, tuple)) or _is_array_list(x)
+        ):
             self._kind = "array"
-            self._x = self.array = _as_array(x)
+            self._x = self.array = x if isinstance(x, Columns) else _as_array(x)
             if self._x.ndim == 0:
                 raise ValueError(
                     "`x` is a single number; pass a batch (samples, *spatial, channels)."
@@ -210,8 +259,9 @@ class Source:
             elements = itertools.islice(elements, self.steps)
         seen = 0
         for element in elements:
-            xb, units = _split_element(element)
-            xb = _as_array(xb, "The dataset's inputs")
+            xb, units = _split_element(element, self._layout)
+            if self._layout is None:
+                xb = _as_array(xb, "The dataset's inputs")
             if xb.ndim == 0:
                 raise ValueError(
                     "The dataset yielded a single number as inputs; yield batches "
@@ -276,60 +326,15 @@ class Source:
             yield _join(pending_x, pending_units)
 
 
-def _page_releaser(array: np.ndarray):
-    """``release(rows)`` for a memory-mapped array: the kernel may drop those rows' pages.
-
-    Reading a ``np.memmap`` (``np.load(..., mmap_mode="r")``) maps its pages into the
-    process, and they count as resident memory until the kernel reclaims them:
-    reading a file larger than memory would seem to hold all of it. Advising
-    ``MADV_DONTNEED`` on the rows already explained unmaps them (a shared file
-    mapping loses nothing: the data stays in the file and is read again if touched).
-    Returns None (nothing to do) for other arrays, copy-on-write mappings (whose
-    private changes that would discard), non-contiguous arrays and platforms
-    without ``madvise``.
-    """
-    mapping = _compat.memmap_mapping(array)  # np.memmap's mapping (shared by its views)
-    if (
-        not isinstance(array, np.memmap)
-        or not isinstance(mapping, mmap.mmap)
-        or getattr(array, "mode", None) not in ("r", "r+", "w+")
-        or not array.flags.c_contiguous
-        or not hasattr(mapping, "madvise")
-        or not hasattr(mmap, "MADV_DONTNEED")
-        or len(array) == 0
-    ):
-        return None
-    try:
-        base = np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0]
-    except (TypeError, ValueError, BufferError):
-        return None
-    start = array.__array_interface__["data"][0] - base
-    row_bytes = array.nbytes // len(array)
-    page = mmap.PAGESIZE
-    size = len(mapping)
-    state = {"active": True}
-
-    def release(rows: slice) -> None:
-        if not state["active"]:
-            return
-        low = (start + rows.start * row_bytes) // page * page
-        high = min(size, -(-(start + rows.stop * row_bytes) // page) * page)
-        if high <= low:
-            return
-        try:
-            mapping.madvise(mmap.MADV_DONTNEED, low, high - low)
-        except (OSError, ValueError):
-            state["active"] = False  # not supported here: just keep reading
-
-    return release
-
-
 def _rows(units, rows):
     return None if units is None else units[rows]
 
 
 def _join(xs, units):
-    joined_x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+    if len(xs) == 1:
+        joined_x = xs[0]
+    else:
+        joined_x = Columns.concatenate(xs) if isinstance(xs[0], Columns) else np.concatenate(xs)
     if units[0] is None:
         return joined_x, None
     if len(units) == 1:
@@ -371,8 +376,13 @@ def _is_array_list(x) -> bool:
 
 
 def pad_to(array: np.ndarray | None, size: int) -> np.ndarray | None:
-    """Pad the first axis to ``size`` by repeating the last row (keeps values finite)."""
+    """Pad the first axis to ``size`` by repeating the last row (keeps values finite).
+
+    :class:`Columns` (a multi-input batch) are padded input by input.
+    """
     if array is None or len(array) == size:
         return array
+    if isinstance(array, Columns):
+        return array.map(lambda column: pad_to(column, size))
     widths = [(0, size - len(array))] + [(0, 0)] * (array.ndim - 1)
     return np.pad(array, widths, mode="edge")

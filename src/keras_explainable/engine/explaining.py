@@ -6,6 +6,7 @@ checks in :mod:`.checks`, the ``.npy`` writer in :mod:`.writer`.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Callable
@@ -16,10 +17,10 @@ import numpy as np
 
 from .. import targets
 from .._axes import SPATIAL_AXIS
-from . import checks
-from .data import Source
+from . import checks, multi
+from .data import Source, is_array_like
 from .step import CompiledStep, explain_step, get_step, padded_size, run_padded
-from .writer import MapsWriter
+from .writer import InputsWriter, MapsWriter
 
 __all__ = ["CompiledStep", "explain", "explain_step", "get_step"]
 
@@ -58,7 +59,10 @@ def explain(
         x: inputs ``(samples, *spatial, channels)``: a numpy array, a backend
             tensor, a ``tf.data.Dataset``, a ``keras.utils.PyDataset``, a torch
             ``DataLoader`` or a generator (with ``steps``). Dataset elements are
-            ``x`` or ``(x, units)``.
+            ``x`` or ``(x, units)``. For a multi-input model, ``x`` (and each
+            element's ``x``) is a list, tuple or dict matching ``model.inputs``;
+            gradient and perturbation methods then return one map per explained
+            input in that structure (docs/multi_input.md).
         y: the units to explain: ``(samples, units)`` integers, ``(samples,)``
             (one unit per sample) or ``None`` (every unit).
         batch_size: samples per step (default: 32 for arrays, or all the
@@ -90,10 +94,14 @@ def explain(
             becomes ``maps_file`` only once every batch is written (it is
             removed if ``explain`` fails). The result is a regular ``.npy``
             (``np.load(maps_file)``), float32, ``(samples, *spatial, units)``.
+            For a multi-input model, each explained input's maps go to
+            ``<stem>.<input name>.npy`` next to ``maps_file``.
         return_maps: ``False`` keeps no maps in memory and returns ``None`` for
             them (e.g. when a callback consumes each batch's maps, or only the
             file is wanted); the scores are always returned.
-        **method_params: ``spatial_axis``, ``postprocessing`` (``f(maps, axis)``),
+        **method_params: ``inputs`` (multi-input models: the input names or
+            positions to explain; default every float input; integer inputs are
+            never differentiated), ``spatial_axis``, ``postprocessing`` (``f(maps, axis)``),
             ``resizing`` (``True``, a size tuple or ``False``), ``jit_compile``,
             ``target`` (what is explained, see :mod:`ke.targets`; default: the
             first output's units at ``y``; it is compiled into the step, and a
@@ -149,8 +157,12 @@ def explain(
     target = targets.bound(method_params.get("target"), model)  # names checked now
     if target is not None:
         checks.check_takes_target(method)
-    source = Source(x, y, batch_size=batch_size, steps=steps)
-    if source.array is not None:  # the shape first: a wrong rank also miscounts y's rows
+    layout, explained = _layout(model, x, method_params.pop("inputs", None))
+    if layout is not None:  # a multi-input model: see engine/multi.py
+        method_params["explained_inputs"] = explained  # None: every float input
+        method_params["resize_input"] = layout.resize_target(len(spatial_axis) + 2, explained)
+    source = Source(x, y, batch_size=batch_size, steps=steps, layout=layout)
+    if source.array is not None and layout is None:  # the shape first: a wrong rank
         checks.check_inputs(model, source.array.shape, source.array.dtype, spatial_axis)
     source.check_y_rows()
     if target is not None and target.needs_units and y is None and source.array is not None:
@@ -158,12 +170,19 @@ def explain(
     rows_data = _per_sample(target, source)
     progress = keras.utils.Progbar(source.num_batches, verbose=verbose) if verbose else None
     callback_list = keras.callbacks.CallbackList(callbacks, model=model) if callbacks else None
-    writer = None if path is None else MapsWriter(path)
+    if path is None:
+        writer = None
+    elif layout is None:
+        writer = MapsWriter(path)
+    else:
+        writer = InputsWriter(
+            path, functools.partial(layout.file_paths, path), checks.check_maps_file, layout.pack
+        )
     try:
         all_scores, all_maps = _run(
             source, model, method, force, jit_compile, spatial_axis, method_params,
             callback_list, progress, writer, keep_maps=return_maps and writer is None,
-            target=target, rows_data=rows_data,
+            target=target, rows_data=rows_data, layout=layout,
         )  # fmt: skip
         if callback_list:
             callback_list.on_predict_end()
@@ -175,8 +194,31 @@ def explain(
     if not return_maps:
         maps = None
     elif writer is None:
-        maps = np.concatenate(all_maps)
+        maps = _concatenate(all_maps, layout)
     return np.concatenate(all_scores), maps
+
+
+def _layout(model, x, inputs):
+    """The multi-input layout of ``x`` (None for one input) and the ``inputs=`` positions."""
+    if len(multi.model_inputs(model)) > 1:  # a model of one input keeps its own rules
+        layout = multi.Layout(model, x)
+        if is_array_like(x) and not isinstance(x, (list, tuple)):
+            layout.flatten(x)  # one array for several inputs: the error says what to pass
+        return layout, layout.explained(inputs)
+    if inputs is not None:
+        raise ValueError(
+            f"`inputs=` chooses the inputs to explain of a multi-input model; '{model.name}' "
+            "takes one input. Leave `inputs` out."
+        )
+    return None, None
+
+
+def _concatenate(all_maps, layout):
+    """The batches' maps as one array, or for a multi-input model one per explained input."""
+    if layout is None or not isinstance(all_maps[0], list):
+        return np.concatenate(all_maps)
+    columns = zip(*all_maps)
+    return layout.pack(None if parts[0] is None else np.concatenate(parts) for parts in columns)
 
 
 _NEEDS_Y = (
@@ -215,9 +257,16 @@ def _batch_rows(target, rows_data, seen, rows):
     return batch
 
 
+def _as_float(batch, layout):
+    """A batch as the model takes it: floats (integer inputs of a multi-input model kept)."""
+    if layout is None:
+        return batch.astype(checks.float_dtype(batch), copy=False)
+    return layout.cast(batch, checks.float_dtype)
+
+
 def _run(
     source, model, method, force, jit_compile, spatial_axis, method_params,
-    callback_list, progress, writer, keep_maps, target=None, rows_data=None,
+    callback_list, progress, writer, keep_maps, target=None, rows_data=None, layout=None,
 ):  # fmt: skip
     """The loop of ``explain``: every batch through the step; scores (and maps) kept."""
     step = None
@@ -234,9 +283,10 @@ def _run(
         if rows == 0:
             continue
         if step is None:
-            checks.check_inputs(model, xb.shape, xb.dtype, spatial_axis)
+            if layout is None:
+                checks.check_inputs(model, xb.shape, xb.dtype, spatial_axis)
             sample_shape = xb.shape[1:]
-            num_units = checks.probe(model, xb.astype(checks.float_dtype(xb), copy=False), target)
+            num_units = checks.probe(model, _as_float(xb, layout), target)
             step = get_step(
                 model, method, force=force, jit_compile=jit_compile,
                 spatial_axis=spatial_axis, **method_params,
@@ -266,7 +316,7 @@ def _run(
             size = padded_size(step, source, xb, units)
         # One batch at a time: a memory-mapped `x` is read (and converted) a batch at
         # a time, never copied whole.
-        xb = xb.astype(checks.float_dtype(xb), copy=False)
+        xb = _as_float(xb, layout)
         batch_rows = _batch_rows(target, rows_data, seen, rows) if rows_data else ()
         scores, maps = run_padded(step, xb, units, size, batch_rows)
         # A copy of the few scores, not a view that would keep the batch's buffer alive.
@@ -278,7 +328,8 @@ def _run(
             writer.write(maps)
         seen += rows
         if callback_list:
-            callback_list.on_predict_batch_end(index, {"outputs": (scores, maps)})
+            shown = layout.pack(maps) if isinstance(maps, list) else maps
+            callback_list.on_predict_batch_end(index, {"outputs": (scores, shown)})
         index += 1
         if progress is not None:
             progress.update(index)

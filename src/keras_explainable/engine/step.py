@@ -18,8 +18,10 @@ from keras import ops
 
 from .. import backend, inspection, targets
 from .._axes import SPATIAL_AXIS, positive_axes
+from .._inputs import feature_map_axes, is_structure, leaves
 from ..resizing import resize
-from .data import pad_to
+from .data import Columns, pad_to
+from .multi import takes_explained
 
 _CACHE_SIZE = 32  # compiled steps kept per model: room to loop over every method
 _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -62,6 +64,10 @@ def explain_step(
     Returns:
         ``(scores, maps)`` tensors, maps as float32.
     """
+    if is_structure(inputs):  # a multi-input model: see engine/multi.py
+        return _structured_step(
+            model, method, inputs, indices, spatial_axis, postprocessing, resizing, **params
+        )
     scores, maps = method(model, inputs, indices=indices, spatial_axis=spatial_axis, **params)
     if len(maps.shape) != len(inputs.shape):
         raise ValueError(
@@ -76,6 +82,41 @@ def explain_step(
         size = [inputs.shape[a] for a in axes] if resizing is True else resizing
         maps = resize(maps, size, spatial_axis)
     return ops.cast(scores, "float32"), maps
+
+
+def _structured_step(
+    model, method, inputs, indices, spatial_axis, postprocessing, resizing,
+    explained_inputs=None, resize_input=None, **params,
+):  # fmt: skip
+    """:func:`explain_step` for a list of inputs: a map per explained input, or one map.
+
+    ``explained_inputs`` reaches methods that take it (gradient and perturbation
+    methods); each of their maps is post-processed over its own spatial axes
+    (a feature vector's map over its features). A single map (CAM methods) is
+    post-processed over ``spatial_axis`` and resized to the input at
+    ``resize_input`` (``None``: left at the layer's size).
+    """
+    if explained_inputs is not None and takes_explained(method):
+        params["explained_inputs"] = explained_inputs
+    scores, maps = method(model, inputs, indices=indices, spatial_axis=spatial_axis, **params)
+    if not is_structure(maps):
+        maps = ops.cast(maps, "float32")
+        if postprocessing is not None:
+            maps = postprocessing(maps, axis=spatial_axis)
+        if resize_input is not None and resizing is not None and resizing is not False:
+            target = inputs[resize_input]
+            axes = positive_axes(spatial_axis, len(maps.shape))
+            size = [target.shape[a] for a in axes] if resizing is True else resizing
+            maps = resize(maps, size, spatial_axis)
+        return ops.cast(scores, "float32"), maps
+    done = []
+    for map_, input_ in zip(leaves(maps), leaves(inputs)):
+        if map_ is not None:
+            map_ = ops.cast(map_, "float32")
+            if postprocessing is not None:
+                map_ = postprocessing(map_, axis=feature_map_axes(len(input_.shape)))
+        done.append(map_)
+    return ops.cast(scores, "float32"), done
 
 
 class CompiledStep:
@@ -173,12 +214,14 @@ def padded_size(step, source, xb, units) -> int:
     if not limit or size >= limit or not backend.is_compiled_per_shape():
         return size
     columns = None if units is None else units.shape[1:]
+    sample = _rows_and_sample(_signature(_as_list(xb)))[1]
     sizes = [
-        inputs[0][0]
+        rows
         for inputs, indices, *_ in step.signatures()
-        if inputs[0][1:] == tuple(xb.shape[1:])
+        for rows, shapes in [_rows_and_sample(inputs)]
+        if shapes == sample
         and (None if indices is None else indices[0][1:]) == columns
-        and size <= inputs[0][0] <= limit
+        and size <= rows <= limit
     ]  # fmt: skip
     return min(sizes, default=size)
 
@@ -186,7 +229,16 @@ def padded_size(step, source, xb, units) -> int:
 def _signature(tensor):
     if tensor is None:
         return None
+    if isinstance(tensor, (list, tuple)):  # a multi-input batch: one signature per input
+        return tuple(_signature(t) for t in tensor)
     return tuple(tensor.shape), str(tensor.dtype)
+
+
+def _rows_and_sample(signature):
+    """``(rows, per-sample signature)`` of an inputs signature (structured or not)."""
+    if isinstance(signature[0][0], tuple):  # one (shape, dtype) per input
+        return signature[0][0][0], tuple(shape[1:] for shape, _ in signature)
+    return signature[0][0], tuple(signature[0][1:])
 
 
 def _freeze(value):
@@ -299,11 +351,25 @@ def run_padded(step: CompiledStep, inputs: np.ndarray, indices, size: int, rows_
     rows; they may be views of the step's output buffers.
     """
     rows = len(inputs)
-    inputs = ops.convert_to_tensor(pad_to(inputs, size))
+    inputs = pad_to(inputs, size)
+    if isinstance(inputs, Columns):  # a multi-input model takes a list, in model.inputs order
+        inputs = [ops.convert_to_tensor(column) for column in inputs.arrays]
+    else:
+        inputs = ops.convert_to_tensor(inputs)
     if indices is not None:
         indices = ops.convert_to_tensor(pad_to(indices, size))
     extra = [ops.convert_to_tensor(pad_to(np.asarray(array), size)) for array in rows_data]
     outputs = step(inputs, indices, *extra)
     if isinstance(outputs, (tuple, list)):
-        return tuple(ops.convert_to_numpy(output)[:rows] for output in outputs)
+        return tuple(_rows_of(output, rows) for output in outputs)
     return ops.convert_to_numpy(outputs)[:rows]
+
+
+def _rows_of(output, rows):
+    if isinstance(output, (tuple, list)):  # a multi-input model's maps, one per input
+        return [_rows_of(part, rows) for part in output]
+    return None if output is None else ops.convert_to_numpy(output)[:rows]
+
+
+def _as_list(batch):
+    return batch.arrays if isinstance(batch, Columns) else batch

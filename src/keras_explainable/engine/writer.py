@@ -106,3 +106,48 @@ class MapsWriter:
             os.remove(self._temporary)
         except OSError:
             pass
+
+
+class InputsWriter:
+    """``maps_file`` for a multi-input model: one :class:`MapsWriter` per explained input.
+
+    A method that returns one map per input (gradients, perturbations) writes
+    each input's maps to ``<stem>.<input name>.npy`` next to ``maps_file``
+    (``paths(positions)`` names them); one that returns a single map (CAM)
+    writes ``maps_file`` itself. The files are created on the first batch, when
+    it is known which inputs have maps; each is checked with ``check(path)``.
+    """
+
+    def __init__(self, path: Path, paths, check, pack):
+        self._path = path
+        self._paths = paths
+        self._check = check
+        self._pack = pack
+        self._writers = None  # position -> MapsWriter, or None -> MapsWriter for one map
+
+    def write(self, maps) -> None:
+        if self._writers is None:
+            if isinstance(maps, list):
+                positions = [p for p, m in enumerate(maps) if m is not None]
+                targets = self._paths(positions)
+                self._writers = {}
+                for position in positions:
+                    self._check(targets[position])
+                    self._writers[position] = MapsWriter(targets[position])
+                self._count = len(maps)
+            else:
+                self._writers = {None: MapsWriter(self._path)}
+        for position, writer in self._writers.items():
+            writer.write(maps if position is None else maps[position])
+
+    def close(self):
+        if None in self._writers:
+            return self._writers[None].close()
+        closed = [None] * self._count
+        for position, writer in self._writers.items():
+            closed[position] = writer.close()
+        return self._pack(closed)
+
+    def abort(self) -> None:
+        for writer in (self._writers or {}).values():
+            writer.abort()

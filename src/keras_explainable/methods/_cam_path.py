@@ -13,11 +13,13 @@ from typing import Any, NamedTuple
 from keras import ops
 
 from .. import backend, inspection
+from .._inputs import is_structure
 from ._common import as_indices, as_inputs, positive_axes, prepare_target, unit_selector, widen
 
 
 def _single_activation(model, inputs, convention=True):
-    taps = inspection.activation_taps(model, input_shape=tuple(inputs.shape), convention=convention)
+    shape = None if is_structure(inputs) else tuple(inputs.shape)  # several inputs: no one shape
+    taps = inspection.activation_taps(model, input_shape=shape, convention=convention)
     if len(taps) != 1:
         raise ValueError(
             f"CAM methods explain one intermediate signal; the model exposes {len(taps)} "
@@ -83,7 +85,7 @@ def _class_activation_map(
     model is an output (not an exposed activation) and an exposed model's own
     model runs, the exposure naming the layer.
     """
-    inputs = as_inputs(inputs)
+    inputs = as_inputs(inputs, structured=True)  # a CAM explains a layer of any branch
     indices = as_indices(indices)
     runner, target = prepare_target(model, target)
     convention = target is None or not target.reads_model_outputs

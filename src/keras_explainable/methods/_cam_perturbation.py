@@ -13,7 +13,14 @@ from .._head import head_after
 from .._taps import tapped
 from ..resizing import resize
 from ._cam_path import _class_activation_map, _safe_divide
-from ._common import is_default_target, positive_axes, repeat_target, unit_selector, widen
+from ._common import (
+    check_single_input,
+    is_default_target,
+    positive_axes,
+    repeat_target,
+    unit_selector,
+    widen,
+)
 
 
 def _check_count(name, value, allow_none=False):
@@ -192,6 +199,7 @@ def scorecam(
         Score-Weighted Visual Explanations for Convolutional Neural Networks.
         CVPR Workshops. arXiv:1910.01279.
     """
+    check_single_input(inputs, "Score-CAM")
     _check_count("chunk_size", chunk_size)
     _check_count("top_n", top_n, allow_none=True)
     if softmax not in _SOFTMAX_MODES:
@@ -294,6 +302,7 @@ def ablationcam(
         Desai & Ramaswamy (2020). Ablation-CAM: Visual Explanations for Deep
         Convolutional Network via Gradient-free Localization. WACV, 983-991.
     """
+    check_single_input(inputs, "Ablation-CAM")
     _check_count("chunk_size", chunk_size)
 
     def weigh(signal):

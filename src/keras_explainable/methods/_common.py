@@ -4,17 +4,39 @@ from __future__ import annotations
 
 from keras import ops
 
+from .. import _inputs
 from .. import targets as _targets
 from .._axes import positive_axes  # noqa: F401  (re-exported for the methods)
 from .._precision import widen  # noqa: F401  (re-exported for the methods)
 
 
-def as_inputs(inputs):
-    """Inputs as a floating-point backend tensor (numpy arrays are welcome)."""
+def as_inputs(inputs, structured: bool = False):
+    """Inputs as a floating-point backend tensor (numpy arrays are welcome).
+
+    With ``structured``, a multi-input model's list, tuple or dict keeps its
+    structure: every input becomes a tensor, integer inputs (token ids) stay
+    integers. Without it, a structure is a clear error (the method explains
+    models of one input).
+    """
+    if _inputs.is_structure(inputs):
+        if not structured:
+            check_single_input(inputs, "This method")
+        return _inputs.pack(inputs, _inputs.as_float_leaves(inputs))
     inputs = ops.convert_to_tensor(inputs)
     if "float" not in str(inputs.dtype):
         inputs = ops.cast(inputs, "float32")
     return inputs
+
+
+def check_single_input(inputs, name: str) -> None:
+    """A clear error for a method that explains models of one input only."""
+    if _inputs.is_structure(inputs):
+        raise ValueError(
+            f"{name} explains models of one input; `inputs` is a {type(inputs).__name__} of "
+            f"{len(inputs)}. For a multi-input model use gradients, gradients_x_inputs, "
+            "integrated_gradients, occlusion, rise or smooth (one map per input), or a "
+            "gradient CAM method (gradcam, gradcampp, layercam, ...) on a layer of one branch."
+        )
 
 
 def as_indices(indices):

@@ -9,7 +9,9 @@ import numpy as np
 from keras import ops
 
 from .._axes import SPATIAL_AXIS
+from .._inputs import is_structure
 from ._common import as_indices, as_inputs, prepare_target
+from ._multi_input import perturbation_maps
 from ._perturbation_common import (
     _baseline_tensor,
     _clean_scores,
@@ -146,6 +148,7 @@ def rise(
     baseline=0.0,
     chunk_size: int | None = 16,
     target=None,
+    explained_inputs=None,
 ):
     """RISE: random masks averaged with the scores the masked inputs obtain.
 
@@ -181,6 +184,11 @@ def rise(
         target: what is explained, ``target(outputs, units) -> (batch, units)``
             (:mod:`ke.targets`); ``None``: the first output's units. Every
             masked copy is scored with it.
+        explained_inputs: for a multi-input model (``inputs`` a list, tuple or
+            dict), the positions of the inputs to explain (``None``: every
+            floating-point input): each is masked in turn with its own masks, the
+            others kept (a feature vector: masks of single features); the maps
+            come back in the structure of ``inputs``, ``None`` for the others.
 
     Returns:
         ``(scores, maps)``: the clean scores ``(batch, units)`` and the maps
@@ -195,6 +203,13 @@ def rise(
         Petsiuk, Das & Saenko (2018). RISE: Randomized Input Sampling for
         Explanation of Black-box Models. BMVC. arXiv:1806.07421.
     """
+    if is_structure(inputs):  # each explained input masked in turn, the others fixed
+        return perturbation_maps(
+            rise, model, inputs, explained_inputs, target, baseline,
+            lambda sizes, flat: {"cell_size": sizes[0] if flat else cell_size},
+            indices=indices, indices_axis=indices_axis, indices_batch_dims=indices_batch_dims,
+            masks=masks, probability=probability, seed=seed, chunk_size=chunk_size,
+        )  # fmt: skip
     inputs = as_inputs(inputs)
     indices = as_indices(indices)
     model, target = prepare_target(model, target)

@@ -14,6 +14,7 @@ from keras import ops
 
 from .. import backend
 from .._axes import SPATIAL_AXIS
+from .._inputs import is_structure, reduce_channels
 from ._common import (
     as_indices,
     as_inputs,
@@ -32,6 +33,7 @@ from ._full_gradient import (  # noqa: F401  (FullGrad: its own module)
     full_gradient_decomposition,
     full_gradients,
 )
+from ._multi_input import gradient_maps, integrated_gradient_maps
 
 
 def gradients(
@@ -43,6 +45,7 @@ def gradients(
     spatial_axis=SPATIAL_AXIS,
     gradient_filter=ops.absolute,
     target=None,
+    explained_inputs=None,
 ):
     """Gradient back-propagation (saliency maps).
 
@@ -60,9 +63,14 @@ def gradients(
         gradient_filter: applied to the gradients before the channel mean.
         target: what is explained, ``target(outputs, units) -> (batch, units)``
             (:mod:`ke.targets`); ``None``: the first output's units (the logits).
+        explained_inputs: for a multi-input model (``inputs`` a list, tuple or
+            dict of batches), the positions of the inputs to explain; ``None``:
+            every floating-point input. See :mod:`.._multi_input`.
 
     Returns:
-        ``(scores, maps)``: ``(batch, units)`` and ``(batch, *spatial, units)``.
+        ``(scores, maps)``: ``(batch, units)`` and ``(batch, *spatial, units)``;
+        for structured ``inputs``, maps in their structure (``None`` at the
+        inputs not explained; a feature vector gets ``(batch, features, units)``).
 
     Example:
         >>> scores, maps = ke.methods.gradient.gradients(model, x, np.array([3, 1]))
@@ -72,6 +80,11 @@ def gradients(
         Networks: Visualising Image Classification Models and Saliency Maps.
         arXiv:1312.6034.
     """
+    if is_structure(inputs):
+        return gradient_maps(
+            model, inputs, indices, indices_axis, indices_batch_dims, target, explained_inputs,
+            lambda grads, _, rank: reduce_channels(gradient_filter(grads), rank, ops.mean),
+        )  # fmt: skip
     inputs = as_inputs(inputs)
     positive_axes(spatial_axis, len(inputs.shape))
     runner, target = prepare_target(model, target)
@@ -94,6 +107,7 @@ def gradients_x_inputs(
     indices_batch_dims: int = -1,
     spatial_axis=SPATIAL_AXIS,
     target=None,
+    explained_inputs=None,
 ):
     """Gradient x Input: each input value times the unit's gradient w.r.t. it.
 
@@ -111,9 +125,12 @@ def gradients_x_inputs(
         spatial_axis: the spatial axes of ``inputs``.
         target: what is explained, ``target(outputs, units) -> (batch, units)``
             (:mod:`ke.targets`); ``None``: the first output's units (the logits).
+        explained_inputs: for a multi-input model, the positions of the inputs
+            to explain (``None``: every floating-point input), as in :func:`gradients`.
 
     Returns:
-        ``(scores, maps)``: ``(batch, units)`` and ``(batch, *spatial, units)``.
+        ``(scores, maps)``: ``(batch, units)`` and ``(batch, *spatial, units)``
+        (for structured ``inputs``, in their structure, as :func:`gradients`).
 
     Example:
         >>> scores, maps = ke.methods.gradient.gradients_x_inputs(model, x, np.array([3, 1]))
@@ -123,6 +140,13 @@ def gradients_x_inputs(
         Learning Important Features Through Propagating Activation Differences.
         arXiv:1605.01713.
     """
+    if is_structure(inputs):
+        return gradient_maps(
+            model, inputs, indices, indices_axis, indices_batch_dims, target, explained_inputs,
+            lambda grads, x, rank: reduce_channels(
+                grads * ops.cast(x, grads.dtype)[..., None], rank, ops.sum
+            ),
+        )  # fmt: skip
     inputs = as_inputs(inputs)
     positive_axes(spatial_axis, len(inputs.shape))
     runner, target = prepare_target(model, target)
@@ -217,6 +241,7 @@ def integrated_gradients(
     rule: str = "midpoint",
     chunk_size: int | None = None,
     target=None,
+    explained_inputs=None,
 ):
     """Integrated Gradients: gradients averaged along the path from a baseline.
 
@@ -248,10 +273,15 @@ def integrated_gradients(
         chunk_size: path points per pass, or ``None`` for all of them.
         target: what is explained, ``target(outputs, units) -> (batch, units)``
             (:mod:`ke.targets`); ``None``: the first output's units (the logits).
+        explained_inputs: for a multi-input model, the positions of the inputs
+            to explain (``None``: every floating-point input). They move along one
+            joint path, so all their maps together add up to
+            ``score(x) - score(x')``; ``baseline`` may then be a structure.
 
     Returns:
         ``(scores, maps)``: the scores at ``inputs`` ``(batch, units)`` and the
-        attributions summed over channels ``(batch, *spatial, units)``.
+        attributions summed over channels ``(batch, *spatial, units)`` (for
+        structured ``inputs``, in their structure, as :func:`gradients`).
 
     Example:
         >>> scores, maps = ke.methods.gradient.integrated_gradients(
@@ -263,6 +293,11 @@ def integrated_gradients(
     """
     alphas, weights = path_points(n_steps, rule)
     check_chunk_size(chunk_size)
+    if is_structure(inputs):  # one joint path for every explained input
+        return integrated_gradient_maps(
+            model, inputs, indices, indices_axis, indices_batch_dims, target, explained_inputs,
+            baseline, alphas, weights, chunk_size, _baseline_like,
+        )  # fmt: skip
     inputs = as_inputs(inputs)
     positive_axes(spatial_axis, len(inputs.shape))
     indices = as_indices(indices)

@@ -17,11 +17,13 @@ import keras
 from keras import ops
 
 from .._axes import SPATIAL_AXIS
+from .._inputs import is_float, is_structure, leaves, pack
 from ..resizing import resize
 from ..targets import as_target
 from ._common import (
     as_inputs,
     check_chunk_size,
+    check_single_input,
     chunked,
     positive_axes,
     tile_batch,
@@ -166,61 +168,61 @@ def smooth(
         spatial_axis=SPATIAL_AXIS,
         **params,
     ):
-        inputs = as_inputs(inputs)
-        rank = len(inputs.shape)
-        positive_axes(spatial_axis, rank)
-        if noise_type == "relative":
-            value_axes = tuple(range(1, rank))
-            spread = ops.max(inputs, axis=value_axes, keepdims=True) - ops.min(
-                inputs, axis=value_axes, keepdims=True
-            )
-            stddev = noise * spread  # (batch, 1, ..., 1)
-        else:
-            stddev = noise
+        inputs = as_inputs(inputs, structured=True)
+        # a multi-input model: noise on every float input, integer inputs copied
+        structured = is_structure(inputs)
+        items = leaves(inputs) if structured else [inputs]
+        if not structured:
+            positive_axes(spatial_axis, len(inputs.shape))
+        noisy = [is_float(item) for item in items]
+        stddevs = [_stddev(item, noise, noise_type) for item in items]
         # a target's per-sample rows (a mask) are copied with the samples
         target = as_target(params.pop("target", None))
         scores = None
         noisy_maps = []
         # group 0 is the clean batch (for the scores), groups 1..repetitions are noisy
         for start, stop in chunked(repetitions + 1, chunk_size):
-            parts = []
-            if start == 0:
-                parts.append(inputs)
             copies = stop - max(start, 1)
-            if copies:
-                tiled = tile_batch(inputs, copies)
-                draw = _normal(ops.shape(tiled), inputs.dtype, generator)
-                scale = tile_batch(stddev, copies) if noise_type == "relative" else stddev
-                parts.append(tiled + draw * scale)
-            batch = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+            batch = []
+            for item, stddev, is_noisy in zip(items, stddevs, noisy):
+                parts = [item] if start == 0 else []
+                if copies:
+                    tiled = tile_batch(item, copies)
+                    if is_noisy:
+                        draw = _normal(ops.shape(tiled), item.dtype, generator)
+                        scale = tile_batch(stddev, copies) if noise_type == "relative" else stddev
+                        tiled = tiled + draw * scale
+                    parts.append(tiled)
+                batch.append(parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0))
             groups = stop - start
             if target is not None:
                 params["target"] = tile_target(target, groups)
             chunk_scores, maps = method(
                 model,
-                batch,
+                pack(inputs, batch) if structured else batch[0],
                 indices=tile_indices(indices, groups, indices_batch_dims),
                 indices_axis=indices_axis,
                 indices_batch_dims=indices_batch_dims,
                 spatial_axis=spatial_axis,
                 **params,
             )
-            _check_maps(maps, chunk_scores, "smooth")
-            maps = ungroup(maps, groups)
+            maps = leaves(maps) if is_structure(maps) else [maps]
+            for one in maps:
+                if one is not None:
+                    _check_maps(one, chunk_scores, "smooth")
+            maps = [None if one is None else ungroup(one, groups) for one in maps]
             if start == 0:
                 scores = ungroup(chunk_scores, groups)[0]
-                maps = maps[1:]
+                maps = [None if one is None else one[1:] for one in maps]
             if copies:
                 noisy_maps.append(maps)
-        stacked = noisy_maps[0] if len(noisy_maps) == 1 else ops.concatenate(noisy_maps, axis=0)
-        stacked = widen(stacked)  # squares and means of float16 maps overflow
-        if aggregation == "mean":
-            maps = ops.mean(stacked, axis=0)
-        elif aggregation == "square":
-            maps = ops.mean(ops.square(stacked), axis=0)
-        else:
-            maps = ops.var(stacked, axis=0)
-        return scores, maps
+        aggregated = [
+            None if parts[0] is None else _aggregate(parts, aggregation)
+            for parts in zip(*noisy_maps)
+        ]
+        if is_structure(inputs) and len(aggregated) == len(items):
+            return scores, pack(inputs, aggregated)
+        return scores, aggregated[0]
 
     _describe(
         smoothed,
@@ -232,6 +234,23 @@ def smooth(
         aggregation=aggregation,
     )
     return smoothed
+
+
+def _stddev(inputs, noise, noise_type):
+    """The noise's standard deviation: ``noise`` times each sample's value range, or ``noise``."""
+    if noise_type != "relative" or not is_float(inputs):
+        return noise
+    axes = tuple(range(1, len(inputs.shape)))  # (batch, 1, ..., 1):
+    return noise * (ops.max(inputs, axes, keepdims=True) - ops.min(inputs, axes, keepdims=True))
+
+
+def _aggregate(parts, aggregation):
+    stacked = widen(ops.concatenate(parts, axis=0))  # float16 squares and means overflow
+    if aggregation == "mean":
+        return ops.mean(stacked, axis=0)
+    if aggregation == "square":
+        return ops.mean(ops.square(stacked), axis=0)
+    return ops.var(stacked, axis=0)
 
 
 def _describe(wrapper, method, meta, **settings):
@@ -305,6 +324,7 @@ def tta(method, scales=(0.5, 1.5, 2.0), hflip: bool = True, resize_method: str =
         spatial_axis=SPATIAL_AXIS,
         **params,
     ):
+        check_single_input(inputs, "tta")
         inputs = as_inputs(inputs)
         rank = len(inputs.shape)
         axes = positive_axes(spatial_axis, rank)

@@ -25,7 +25,9 @@ import numpy as np
 from keras import ops
 
 from .._axes import SPATIAL_AXIS
+from .._inputs import is_structure
 from ._common import as_indices, as_inputs, prepare_target
+from ._multi_input import perturbation_maps
 from ._perturbation_common import (
     _baseline_tensor,
     _clean_scores,
@@ -90,6 +92,7 @@ def occlusion(
     baseline=0.0,
     chunk_size: int | None = 16,
     target=None,
+    explained_inputs=None,
 ):
     """Occlusion sensitivity: the score lost when a window of the input is hidden.
 
@@ -120,10 +123,18 @@ def occlusion(
         target: what is explained, ``target(outputs, units) -> (batch, units)``
             (:mod:`ke.targets`); ``None``: the first output's units. Every
             perturbed copy is scored with it.
+        explained_inputs: for a multi-input model (``inputs`` a list, tuple or
+            dict), the positions of the inputs to explain (``None``: every
+            floating-point input). Each is occluded in turn, the others kept;
+            ``window``/``stride`` apply to the inputs with that many spatial
+            axes, other inputs (a feature vector) are occluded one position
+            (feature) at a time; ``baseline`` may be a structure like ``inputs``.
 
     Returns:
         ``(scores, maps)``: the clean scores ``(batch, units)`` and the maps
-        ``(batch, *spatial, units)``.
+        ``(batch, *spatial, units)`` (for structured ``inputs``, one per
+        explained input in their structure, ``None`` for the others; a feature
+        vector gets ``(batch, features, units)``).
 
     Example:
         >>> scores, maps = ke.methods.perturbation.occlusion(
@@ -135,6 +146,17 @@ def occlusion(
         Zeiler & Fergus (2014). Visualizing and Understanding Convolutional
         Networks. ECCV. arXiv:1311.2901.
     """
+    if is_structure(inputs):  # each explained input occluded in turn, the others fixed
+        return perturbation_maps(
+            occlusion, model, inputs, explained_inputs, target, baseline,
+            lambda sizes, flat: (
+                {"window": window, "stride": stride}
+                if not flat and (isinstance(window, int) or len(window) == len(sizes))
+                else {"window": 1, "stride": 1}
+            ),
+            indices=indices, indices_axis=indices_axis, indices_batch_dims=indices_batch_dims,
+            chunk_size=chunk_size,
+        )  # fmt: skip
     inputs = as_inputs(inputs)
     indices = as_indices(indices)
     model, target = prepare_target(model, target)
