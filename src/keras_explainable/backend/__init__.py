@@ -8,7 +8,10 @@
   tracking;
 - ``value_and_gradients(model, inputs, score_fn, taps=(), differentiate=(),
   wrt_inputs=False)`` — selected scores and their gradients w.r.t. tapped
-  intermediate tensors and/or the inputs (see ``_common.Gradients``);
+  intermediate tensors and/or the inputs (see ``_common.Gradients``); for a
+  multi-input model's list/tuple/dict of inputs, ``wrt_inputs`` is ``True``
+  (every float input) or the positions to differentiate, and the input
+  gradients come back in the same structure (``None`` elsewhere);
 - ``compile(fn, model, jit_compile=...)`` — a compiled version of ``fn``;
 - ``is_compiled_per_shape()`` — whether ``compile`` traces once per input shape.
 """
