@@ -82,15 +82,7 @@ def integrated_gradient_maps(
     """
     items = _float_items(inputs)
     positions = _inputs.explained_positions(inputs, explained)
-    if _inputs.is_structure(baseline):
-        given = _inputs.leaves(baseline)
-        if len(given) != len(items):
-            raise ValueError(
-                f"`baseline` gives {len(given)} entries for {len(items)} inputs; give one per "
-                "input (None for zeros), in the structure of the inputs."
-            )
-    else:
-        given = [baseline] * len(items)
+    given = _baseline_per_input(baseline, items)
     baselines = {p: baseline_like(given[p], items[p]) for p in positions}
     deltas = {p: items[p] - baselines[p] for p in positions}
     indices = as_indices(indices)
@@ -181,15 +173,7 @@ def perturbation_maps(method, model, inputs, explained, target, baseline, settin
     items = _float_items(inputs)
     positions = _inputs.explained_positions(inputs, explained)
     runner, target = prepare_target(model, target)
-    if _inputs.is_structure(baseline):
-        given = _inputs.leaves(baseline)
-        if len(given) != len(items):
-            raise ValueError(
-                f"`baseline` gives {len(given)} entries for {len(items)} inputs; give one per "
-                "input (None for zeros), in the structure of the inputs."
-            )
-    else:
-        given = [baseline] * len(items)
+    given = _baseline_per_input(baseline, items)
     scores, maps = None, [None] * len(items)
     for position in positions:
         item = items[position]
@@ -210,3 +194,16 @@ def perturbation_maps(method, model, inputs, explained, target, baseline, settin
         )
         maps[position] = map_
     return scores, _inputs.pack(inputs, maps)
+
+
+def _baseline_per_input(baseline, items) -> list:
+    """One single-input ``baseline`` per input: a structure's leaves, or one value repeated."""
+    if not _inputs.is_structure(baseline):
+        return [baseline] * len(items)
+    given = _inputs.leaves(baseline)
+    if len(given) != len(items):
+        raise ValueError(
+            f"`baseline` gives {len(given)} entries for {len(items)} inputs; give one per "
+            "input (None for zeros), in the structure of the inputs."
+        )
+    return given
