@@ -18,8 +18,10 @@ region costs no extra pass.
 Built-ins: :func:`classes` (the default: the first output's units at ``y``),
 :func:`output` (one output of a multi-output model, by name or position),
 :func:`regression` (a regression value, ``sign=-1`` for what lowers it),
-:func:`segmentation` (Seg-Grad-CAM: a class's logits summed over a region) and
-:func:`detection` (the class scores of one detection of an object detector).
+:func:`segmentation` (Seg-Grad-CAM: a class's logits summed over a region),
+:func:`detection` (the class scores of one detection of an object detector) and
+:func:`continuation` (the log-probability of each continuation token of a causal
+language model).
 Any function of the signature above works; a :class:`Target` subclass can also
 check names against the model and carry per-sample data.
 
@@ -72,9 +74,11 @@ from ._base import (  # noqa: F401  (bound, model_to_run, selector: the methods'
 )
 from ._builtin import Output, Regression, Segmentation, classes, output, regression, segmentation
 from .detection import Detection, detection
+from .generation import Continuation, continuation
 
 __all__ = [
     "Classes",
+    "Continuation",
     "Detection",
     "FunctionTarget",
     "Output",
@@ -84,6 +88,7 @@ __all__ = [
     "as_target",
     "classes",
     "closest",
+    "continuation",
     "detection",
     "output",
     "output_names",
