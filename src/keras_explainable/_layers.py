@@ -188,8 +188,12 @@ def get_global_pooling_layer(model, name: str | None = None):
     return find_layer_with(model, name, klass=_POOLING_CLASSES)
 
 
-def input_shape_of(model) -> tuple | None:
-    """The model's input shape (batch first) when Keras knows it, else None."""
+def model_inputs(model) -> list:
+    """The model's symbolic inputs (``[]`` when Keras does not know them).
+
+    An exposed model (``explained_model``) answers with its own inputs, else with
+    the inputs of the model it explains.
+    """
     for candidate in (model, getattr(model, "explained_model", None)):
         if candidate is None:
             continue
@@ -198,8 +202,14 @@ def input_shape_of(model) -> tuple | None:
         except (AttributeError, ValueError):
             inputs = None
         if inputs:
-            return tuple(inputs[0].shape)
-    return None
+            return list(inputs)
+    return []
+
+
+def input_shape_of(model) -> tuple | None:
+    """The model's (first) input shape, batch first, when Keras knows it, else None."""
+    inputs = model_inputs(model)
+    return tuple(inputs[0].shape) if inputs else None
 
 
 # --------------------------------------------------------------------------- biases

@@ -17,21 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._layers import model_inputs
 from .data import Columns, to_numpy
-
-
-def model_inputs(model) -> list:
-    """The model's symbolic inputs (``[]`` when Keras does not know them)."""
-    for candidate in (getattr(model, "explained_model", None), model):
-        if candidate is None:
-            continue
-        try:
-            inputs = candidate.inputs
-        except (AttributeError, ValueError):
-            inputs = None
-        if inputs:
-            return list(inputs)
-    return []
 
 
 def _shape(dims) -> str:
