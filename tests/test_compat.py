@@ -189,3 +189,48 @@ def test_memmap_mapping_fallback(tmp_path):
         candidate._mmap = None
     assert _compat.memmap_mapping(view) is expected
     assert _compat.memmap_mapping(array) is expected
+
+
+def test_multi_head_attention_softmax_and_flash_flag():
+    attention = keras.layers.MultiHeadAttention(2, 2, name="attention")
+    x = np.random.default_rng(0).normal(size=(1, 3, 4)).astype("float32")
+    attention(x, x)
+    softmax = _compat.attention_softmax(attention)
+    assert softmax is not None and hasattr(attention, "_softmax"), _update(
+        "MultiHeadAttention._softmax (the Softmax sub-layer) no longer exists"
+    )
+    assert isinstance(softmax, keras.layers.Softmax), _update(
+        "MultiHeadAttention._softmax is not a Softmax layer"
+    )
+    seen = []
+    original = softmax.call
+
+    def spy(*args, **kwargs):
+        seen.append(original(*args, **kwargs))
+        return seen[-1]
+
+    softmax.call = spy
+    try:
+        _, scores = attention(x, x, return_attention_scores=True)
+    finally:
+        del softmax.call
+    assert len(seen) == 1, _update(
+        "MultiHeadAttention(return_attention_scores=True) no longer calls its _softmax"
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(seen[0]),
+        keras.ops.convert_to_numpy(scores),
+        rtol=1e-6,
+        err_msg=_update("MultiHeadAttention's _softmax output is not its attention scores"),
+    )
+    assert getattr(attention, "_flash_attention", "gone") in (None, False, True), _update(
+        "MultiHeadAttention._flash_attention is no longer None/False/True"
+    )
+    assert _compat.flash_attention(attention) is False
+    flash = keras.layers.MultiHeadAttention(2, 2, flash_attention=True)
+    assert _compat.flash_attention(flash) is True
+
+
+def test_attention_fallbacks():
+    assert _compat.attention_softmax(keras.layers.Dense(2)) is None
+    assert _compat.flash_attention(object()) is False

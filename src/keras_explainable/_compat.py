@@ -125,3 +125,38 @@ def memmap_mapping(array) -> mmap.mmap | None:
         if isinstance(base, mmap.mmap):
             return base
     return None
+
+
+def attention_softmax(layer):
+    """The ``Softmax`` sub-layer a ``keras.layers.MultiHeadAttention`` turns scores into
+    probabilities with, or None.
+
+    Internal: ``MultiHeadAttention._softmax`` (built with the layer), which
+    ``MultiHeadAttention._compute_attention`` calls on its explicit path, the
+    one it takes when called with ``return_attention_scores=True`` (without it,
+    a layer with no dropout calls the fused ``ops.dot_product_attention``
+    instead, and no probabilities exist). Its output is what
+    ``return_attention_scores`` returns, before the attention dropout.
+    Fallback: None (the attention methods then say the layer gives no
+    probabilities).
+    """
+    softmax = getattr(layer, "_softmax", None)
+    return softmax if callable(getattr(softmax, "call", None)) else None
+
+
+def flash_attention(layer) -> bool:
+    """Whether ``keras.layers.MultiHeadAttention`` ``layer`` runs flash attention.
+
+    Internal: ``MultiHeadAttention._flash_attention`` (the layer's
+    ``flash_attention`` argument, or ``keras.config.is_flash_attention_enabled()``
+    when it was built: True, False, or None for "when the backend can"); only
+    True refuses ``return_attention_scores=True``. Fallback: the public global
+    setting ``keras.config.is_flash_attention_enabled()`` (False when unknown).
+    """
+    flag = getattr(layer, "_flash_attention", "unknown")
+    if flag is None or isinstance(flag, bool):
+        return flag is True
+    import keras
+
+    enabled = getattr(keras.config, "is_flash_attention_enabled", None)
+    return bool(enabled()) if callable(enabled) else False

@@ -46,12 +46,24 @@ class Tap:
         path: the layer's names from the outermost model inwards, for messages.
         link: ``"output"`` to see what the layer returns, ``"input"`` to see
             (and replace) the first tensor it receives.
+        call_kwargs: keyword arguments the tapped call is made with, as
+            ``(name, value)`` pairs (e.g. ``return_attention_scores=True`` to
+            make an attention layer compute its probabilities explicitly).
+        keep: with ``call_kwargs``, the element of the tuple the call then
+            returns that the tap sees and the rest of the model gets (the others
+            are dropped, unless the caller asked for them with the same
+            keyword arguments).
+        absent: what :func:`check_recorded` says when the tap saw nothing
+            (empty: that the layer was not called).
     """
 
     layer: Any
     call_index: int | None = 0
     path: tuple[str, ...] = ()
     link: str = "output"
+    call_kwargs: tuple[tuple[str, Any], ...] = ()
+    keep: int | None = None
+    absent: str = ""
 
     def __post_init__(self):
         if self.link not in ("output", "input"):
@@ -66,7 +78,7 @@ class Tap:
 class _Entry:
     """One tap of one ``tapped`` block: where its values go and how many calls it saw."""
 
-    __slots__ = ("transform", "position", "call_index", "on_input", "calls")
+    __slots__ = ("transform", "position", "call_index", "on_input", "calls", "forced", "keep")
 
     def __init__(self, transform, position, tap: Tap):
         self.transform = transform
@@ -74,6 +86,8 @@ class _Entry:
         self.call_index = tap.call_index
         self.on_input = tap.link == "input"
         self.calls = 0
+        self.forced = dict(tap.call_kwargs)
+        self.keep = tap.keep
 
     def __call__(self, inner, *args, **kwargs):
         calls = self.calls
@@ -86,10 +100,21 @@ class _Entry:
                 key = next(iter(kwargs))
                 kwargs[key] = self.transform(self.position, kwargs[key])
             return inner(*args, **kwargs)
+        if hit and self.forced:
+            return self._forced_call(inner, args, kwargs)
         outputs = inner(*args, **kwargs)
         if hit:
             outputs = self.transform(self.position, outputs)
         return outputs
+
+    def _forced_call(self, inner, args, kwargs):
+        asked = all(kwargs.get(name, _MISSING) == value for name, value in self.forced.items())
+        outputs = inner(*args, **{**kwargs, **self.forced})
+        if self.keep is None:
+            return self.transform(self.position, outputs)
+        outputs = list(outputs)
+        outputs[self.keep] = self.transform(self.position, outputs[self.keep])
+        return tuple(outputs) if asked else outputs[self.keep]
 
 
 # The blocks active in this context, outermost first: each a {id(layer): [entries]}.
@@ -196,6 +221,8 @@ def recorded(taps: Sequence[Tap]):
 def check_recorded(taps: Sequence[Tap], values: Sequence[Any]) -> None:
     """Raise a clear error when a tapped layer never ran during the forward pass."""
     for tap, value in zip(taps, values):
+        if value is None and tap.absent:
+            raise ValueError(tap.absent)
         if value is None:
             raise ValueError(
                 f"The layer '{tap.name}' (call {tap.call_index}) was not called while the "

@@ -10,6 +10,8 @@ tensors (numpy arrays are accepted) and is written with ``keras.ops`` only.
 - :mod:`.cams` — class activation maps (CAM, Grad-CAM, Grad-CAM++, XGrad-CAM,
   LayerCAM, HiResCAM, Eigen-CAM, Score-CAM, Ablation-CAM).
 - :mod:`.perturbation` — occlusion and RISE (forward passes only).
+- :mod:`.attention` — attention rollout and transformer attribution
+  (vision transformers: the attention probabilities of every block).
 - :mod:`.meta` — SmoothGrad (and VarGrad / SquareGrad) and test-time augmentation,
   which wrap any of the above.
 - :mod:`.registry` — the table of every method (names, defaults, papers);
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["cams", "gradient", "meta", "perturbation", "registry"]
+__all__ = ["attention", "cams", "gradient", "meta", "perturbation", "registry"]
 
 
 def __getattr__(name):  # PEP 562: submodules on first use

@@ -1,0 +1,236 @@
+"""Attention methods for vision transformers: attention rollout, transformer attribution.
+
+Both read the attention probabilities ``A_l`` (``(batch, heads, T, T)``) of every
+self-attention block ``l`` while the model runs (taps, see
+:mod:`keras_explainable._attention`; the model is not changed), combine them
+through the blocks into a ``T x T`` relevance matrix ``R``, and read the map off
+one row of it: the class token's row (token 0) over the patch tokens, or, for a
+model without prefix tokens, the mean row. The map lies on the patch grid,
+``(batch, gh, gw, units)``; the shortcuts resize it to the input like a CAM.
+
+=========================  ====================================================
+method                     per block, then ``R = I`` rolled through the blocks
+=========================  ====================================================
+``attention_rollout``      ``Â = fuse_heads(A)`` (mean, max or min; the lowest
+                           ``discard_ratio`` share set to 0), ``Â + I`` with rows
+                           renormalised, ``R = (Â + I) R``
+``transformer_attribution``  ``Ā = mean_heads(relu(∇A ⊙ A))``, ``R = R + Ā R``
+=========================  ====================================================
+
+Rollout runs one forward pass and is class-agnostic (the same map for every
+unit, like Eigen-CAM); transformer attribution runs one forward and one
+backward pass (``∇A = d score / d A``) and is class-specific.
+
+The prefix tokens (class, distillation, register tokens) and the grid are found
+from the token count and the input size (:func:`keras_explainable._attention.token_grid`);
+``token_grid=(gh, gw)`` and ``prefix_tokens=`` say it when the guess is wrong.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+from .. import _attention, backend
+from .._axes import SPATIAL_AXIS
+from ._common import (
+    as_indices,
+    as_inputs,
+    positive_axes,
+    prepare_target,
+    unit_selector,
+    widen,
+)
+
+_FUSIONS = {"mean": ops.mean, "max": ops.max, "min": ops.min}
+
+
+def _record(model, inputs, indices, indices_axis, indices_batch_dims, target, gradients):
+    """``(scores, probabilities, gradients or None)``: every block's ``A`` (and ``∇A``)."""
+    inputs = as_inputs(inputs)
+    indices = as_indices(indices)
+    runner, target = prepare_target(model, target)
+    taps, positions = _attention.attention_taps(model)
+    select = unit_selector(indices, indices_axis, indices_batch_dims, target)
+    if gradients:
+        result = backend.value_and_gradients(
+            runner, inputs, select, taps=taps, differentiate=positions
+        )
+        scores = result.scores
+        probabilities = [result.tap_values[p] for p in positions]
+        grads = [widen(g) for g in result.tap_gradients]
+    else:
+        outputs, values = backend.forward(runner, inputs, taps=taps)
+        scores = select(outputs, values)
+        probabilities, grads = [values[p] for p in positions], None
+    tokens = _attention.check_probabilities(taps, positions, probabilities)
+    return inputs, scores, [widen(a) for a in probabilities], grads, tokens
+
+
+def _patch_maps(relevance, inputs, tokens, spatial_axis, token_grid, prefix_tokens):
+    """``(batch, gh, gw, units)`` maps from ``relevance`` ``(batch, units, T, T)``."""
+    axes = positive_axes(spatial_axis, len(inputs.shape))
+    spatial = [inputs.shape[a] for a in axes]
+    prefix, (gh, gw) = _attention.token_grid(tokens, spatial, prefix_tokens, token_grid)
+    if prefix:
+        rows = relevance[:, :, 0, prefix:]  # the class token's row over the patches
+    else:
+        rows = ops.mean(relevance, axis=2)  # no class token: the mean row
+    maps = ops.reshape(rows, (-1, relevance.shape[1], gh, gw))
+    return ops.transpose(maps, (0, 2, 3, 1))
+
+
+def _check_options(head_fusion, discard_ratio):
+    if head_fusion not in _FUSIONS:
+        raise ValueError(
+            f"head_fusion is one of {', '.join(repr(f) for f in _FUSIONS)} (how the heads' "
+            f"attention is combined); got {head_fusion!r}."
+        )
+    if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)):
+        raise TypeError(f"discard_ratio is a number in [0, 1); got {discard_ratio!r}.")
+    if not 0.0 <= discard_ratio < 1.0:
+        raise ValueError(
+            f"discard_ratio is the share of the lowest attention weights set to 0 in each "
+            f"block, in [0, 1); got {discard_ratio}."
+        )
+
+
+def _discard_lowest(fused, ratio):
+    """``fused`` ``(batch, T, T)`` with the lowest ``ratio`` share of each sample's entries at 0."""
+    tokens = fused.shape[-1]
+    count = int(tokens * tokens * ratio)
+    if count == 0:
+        return fused
+    flat = ops.reshape(fused, (-1, tokens * tokens))
+    ranks = ops.argsort(ops.argsort(flat, axis=-1), axis=-1)  # 0 for the lowest entry
+    flat = ops.where(ranks < count, ops.zeros_like(flat), flat)
+    return ops.reshape(flat, (-1, tokens, tokens))
+
+
+def attention_rollout(
+    model,
+    inputs,
+    indices=None,
+    indices_axis: int = -1,
+    indices_batch_dims: int = -1,
+    spatial_axis=SPATIAL_AXIS,
+    target=None,
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    token_grid=None,
+    prefix_tokens=None,
+):
+    """Attention rollout: the attention flow from the patches to the class token.
+
+    Per block, the heads' probabilities are fused (``head_fusion``), the lowest
+    ``discard_ratio`` share of the fused weights set to 0, the identity added
+    (the residual connection) and the rows renormalised to sum to 1; the blocks'
+    matrices are multiplied, last block on the left. The map is the class
+    token's row over the patch tokens (the mean row without prefix tokens),
+    the same for every unit: the method does not depend on the class.
+
+    Args:
+        model: a transformer whose attention layers are
+            ``keras.layers.MultiHeadAttention`` (keras.layers, KerasHub's ViT,
+            DeiT, DINOv2); an exposed model is explained through its own model.
+        inputs: a batch of images ``(batch, H, W, channels)``.
+        indices: units whose scores are returned, ``(batch, units)`` or
+            ``(batch,)``; ``None`` for all.
+        indices_axis: the axis of the outputs holding the units.
+        indices_batch_dims: ``-1`` (a row of indices per sample) or ``0`` (shared).
+        spatial_axis: the spatial axes of the inputs.
+        target: what the returned scores are (:mod:`ke.targets`); the maps do
+            not depend on it.
+        head_fusion: ``"mean"`` (the paper's), ``"max"`` or ``"min"`` over heads.
+        discard_ratio: the share of the lowest fused weights of each block set
+            to 0 before the identity is added (0: none; the paper keeps all).
+        token_grid: ``(gh, gw)``, the patch grid; ``None`` to guess it.
+        prefix_tokens: the tokens in front of the patches; ``None`` to guess it.
+
+    Returns:
+        ``(scores, maps)``: ``(batch, units)`` and ``(batch, gh, gw, units)``.
+
+    Example:
+        >>> scores, maps = ke.attention_rollout(vit, x, y)  # resized to x, normalised
+        >>> scores, raw = ke.methods.attention.attention_rollout(vit, x, y, head_fusion="max")
+
+    References:
+        Abnar & Zuidema (2020). Quantifying Attention Flow in Transformers.
+        ACL. arXiv:2005.00928.
+    """
+    _check_options(head_fusion, discard_ratio)
+    inputs, scores, probabilities, _, tokens = _record(
+        model, inputs, indices, indices_axis, indices_batch_dims, target, gradients=False
+    )
+    identity = ops.eye(tokens, dtype=probabilities[0].dtype)
+    rollout = None
+    for attention in probabilities:
+        fused = _discard_lowest(_FUSIONS[head_fusion](attention, axis=1), discard_ratio)
+        fused = fused + identity
+        fused = fused / ops.sum(fused, axis=-1, keepdims=True)
+        rollout = fused if rollout is None else ops.matmul(fused, rollout)
+    maps = _patch_maps(rollout[:, None], inputs, tokens, spatial_axis, token_grid, prefix_tokens)
+    units = scores.shape[-1]
+    return scores, ops.repeat(maps, units, axis=-1)
+
+
+def transformer_attribution(
+    model,
+    inputs,
+    indices=None,
+    indices_axis: int = -1,
+    indices_batch_dims: int = -1,
+    spatial_axis=SPATIAL_AXIS,
+    target=None,
+    token_grid=None,
+    prefix_tokens=None,
+):
+    """Transformer attribution: attention weighted by its gradient, rolled through the blocks.
+
+    With ``∇A = d score / d A`` (the unit's score w.r.t. the block's attention
+    probabilities, through the rest of the model), each block gives
+    ``Ā = mean_heads(relu(∇A ⊙ A))``, and ``R = I`` is updated block by block as
+    ``R = R + Ā R``. The map is the class token's row of ``R`` over the patch
+    tokens (the mean row without prefix tokens), one per unit: the method is
+    class-specific. One forward and one backward pass per batch.
+
+    Args:
+        model: a transformer whose attention layers are
+            ``keras.layers.MultiHeadAttention`` (keras.layers, KerasHub's ViT,
+            DeiT, DINOv2); an exposed model is explained through its own model.
+        inputs: a batch of images ``(batch, H, W, channels)``.
+        indices: units to explain, ``(batch, units)`` or ``(batch,)``; ``None`` for all.
+        indices_axis: the axis of the outputs holding the units.
+        indices_batch_dims: ``-1`` (a row of indices per sample) or ``0`` (shared).
+        spatial_axis: the spatial axes of the inputs.
+        target: what is explained, ``target(outputs, units) -> (batch, units)``
+            (:mod:`ke.targets`); ``None``: the first output's units (the logits).
+        token_grid: ``(gh, gw)``, the patch grid; ``None`` to guess it.
+        prefix_tokens: the tokens in front of the patches; ``None`` to guess it.
+
+    Returns:
+        ``(scores, maps)``: ``(batch, units)`` and ``(batch, gh, gw, units)``.
+
+    Example:
+        >>> scores, maps = ke.transformer_attribution(vit, x, y)
+
+    References:
+        Chefer, Gur & Wolf (2021). Generic Attention-model Explainability for
+        Interpreting Bi-Modal and Encoder-Decoder Transformers. ICCV.
+        arXiv:2103.15679 (the gradient-weighted rule for self-attention), after
+        Transformer Interpretability Beyond Attention Visualization. CVPR.
+        arXiv:2012.09838.
+    """
+    inputs, scores, probabilities, grads, tokens = _record(
+        model, inputs, indices, indices_axis, indices_batch_dims, target, gradients=True
+    )
+    relevance = None
+    for attention, gradient in zip(probabilities, grads):
+        # (batch, heads, T, T, units) -> mean over heads -> (batch, units, T, T)
+        weighted = ops.mean(ops.relu(gradient * ops.expand_dims(attention, -1)), axis=1)
+        weighted = ops.transpose(weighted, (0, 3, 1, 2))
+        if relevance is None:
+            relevance = ops.eye(tokens, dtype=weighted.dtype) + weighted  # R = I + Ā I
+        else:
+            relevance = relevance + ops.matmul(weighted, relevance)
+    maps = _patch_maps(relevance, inputs, tokens, spatial_axis, token_grid, prefix_tokens)
+    return scores, maps
