@@ -96,6 +96,7 @@ import keras_explainable as ke  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
+import text_cases  # noqa: E402
 
 BACKEND = keras.backend.backend()
 if THREADS and BACKEND == "torch":
@@ -103,7 +104,7 @@ if THREADS and BACKEND == "torch":
 
     torch.set_num_threads(THREADS)
 HERE = os.path.dirname(os.path.abspath(__file__))
-TARGETS = {"gradcam": 1.1, "gradients": 3.0}
+TARGETS = {"gradcam": 1.1, "gradients": 3.0, **text_cases.TARGETS}
 # Perturbation methods against the forward passes they cannot avoid (see ``limit_cases``).
 # Ablation-CAM has no row there: on these models it runs only the layers after the explained
 # one (pooling and the classifier), far below one forward pass per ablation, so it is only
@@ -465,11 +466,15 @@ def summarize(times, ratios=None):
 
 
 def run(args):
-    model, size = build_model(args.model, args.seed)
-    rng = np.random.default_rng(args.seed)
-    x = rng.uniform(-1.0, 1.0, (args.batch, size, size, 3)).astype("float32")
-    classes = int(model.outputs[0].shape[-1])
-    y = rng.integers(0, classes, (args.batch, args.units) if args.units > 1 else (args.batch,))
+    if args.methods == "text":  # token ids into a text classifier: see text_cases.py
+        model, size = text_cases.build_model(args.seed), text_cases.LENGTH
+        x, y = text_cases.inputs(args.batch, args.seed)
+    else:
+        model, size = build_model(args.model, args.seed)
+        rng = np.random.default_rng(args.seed)
+        x = rng.uniform(-1.0, 1.0, (args.batch, size, size, 3)).astype("float32")
+        classes = int(model.outputs[0].shape[-1])
+        y = rng.integers(0, classes, (args.batch, args.units) if args.units > 1 else (args.batch,))
 
     load_before = os.getloadavg()
     started = time.perf_counter()
@@ -500,6 +505,10 @@ def run(args):
     elif args.methods == "targets":
         cases = target_cases(model, x, y, args.batch, args.jit_compile)
         _fit_step_cache(len(cases) + 4)
+    elif args.methods == "text":
+        cases = text_cases.cases(model, x, y, args.batch, args.jit_compile)
+        cases.update(text_cases.generation_cases(jit_compile=args.jit_compile))
+        _fit_step_cache(len(cases) + 4)
     else:
         cases = public_cases(model, x, y, args.batch, args.jit_compile)
     if peer_version:
@@ -529,7 +538,7 @@ def run(args):
 
     first_calls(list(cases))
     steps = {}
-    if args.diagnostics and args.methods != "targets":
+    if args.diagnostics and args.methods not in ("targets", "text"):
         extra, steps = diagnostic_cases(model, x, y, args.jit_compile)
         cases.update(extra)
         first_calls(list(extra))
@@ -587,6 +596,7 @@ def run(args):
         "limits": limits,
         "limit_targets": LIMIT_TARGETS,
         "target_ratios": _target_ratios(times) if args.methods == "targets" else {},
+        "text_ratios": text_cases.ratios(times) if args.methods == "text" else {},
         "target_overhead": TARGET_OVERHEAD,
         "settings": settings if args.methods == "all" else None,
         "chunk_sizes": CHUNK_SIZES if args.methods == "all" else None,
@@ -642,10 +652,13 @@ def _backend_version():
 def markdown(report) -> str:
     r = report["results"]
     units = report["units_per_sample"]
+    shape = f"{report['input_size']}x{report['input_size']}x3"
+    if report["methods"] == "text":
+        shape = f"{report['input_size']} token ids ({text_cases.__name__}.py)"
     lines = [
         f"### {report['backend']} ({report['environment']['backend_version']}) — "
-        f"{report['model']}, batch {report['batch']}, {report['input_size']}x"
-        f"{report['input_size']}x3, {units} unit{'s' if units > 1 else ''} per sample"
+        f"{report['model']}, batch {report['batch']}, {shape}, "
+        f"{units} unit{'s' if units > 1 else ''} per sample"
         + ("" if report["jit_compile"] is None else f", jit_compile={report['jit_compile']}"),
         "",
         f"median of {report['repeats']} interleaved rounds; load average "
@@ -728,6 +741,8 @@ def markdown(report) -> str:
             "",
             "best: fastest time with the target / fastest time with the default target.",
         ]
+    if report.get("text_ratios"):
+        lines += text_cases.markdown(report["text_ratios"])
     settings = report.get("settings")
     if settings:
         occlusion = settings["occlusion"] or {"window": 8, "stride": 4}
@@ -755,11 +770,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--methods",
-        choices=("core", "all", "targets"),
+        choices=("core", "all", "targets", "text"),
         default="core",
         help="core: predict, gradcam, gradients (+ diagnostics); all: every shortcut, and the "
         "perturbation methods against their limit; targets: gradcam and gradients with "
-        "ke.targets.output(name) and a custom target against the default target",
+        "ke.targets.output(name) and a custom target against the default target; text: the "
+        "token methods on a text classifier and a generation attribution (text_cases.py)",
     )
     parser.add_argument(
         "--model",
@@ -815,6 +831,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.jit_compile = {"default": None, "on": True, "off": False}[args.jit_compile]
     args.peers = args.peers and BACKEND == "tensorflow"
+    if args.methods == "text":
+        args.model = "text"  # text_cases.build_model: the --model choices are image models
     if args.model is None:
         args.model = "small" if args.methods == "all" else "resnet50v2"
     if args.batch is None:
@@ -842,8 +860,8 @@ def main(argv=None):
         stem += "-xla" if args.jit_compile else "-noxla"
     if args.methods == "all":
         stem += "-all" if not args.only else "-some"
-    if args.methods == "targets":
-        stem += "-targets"
+    if args.methods in ("targets", "text"):
+        stem += f"-{args.methods}"
     with open(os.path.join(args.results_dir, f"{stem}.json"), "w") as file:
         json.dump(report, file, indent=2)
     md_path = os.path.join(args.results_dir, f"{stem}.md")
