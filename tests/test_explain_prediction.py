@@ -174,7 +174,7 @@ def test_method_catalogue():
     assert {"gradcam", "gradcampp", "scorecam", "layercam", "xgradcam", "hirescam", "eigencam",
             "ablationcam", "cam", "gradients", "occlusion", "rise"} <= set(METHODS)  # fmt: skip
     for name, info in METHODS.items():
-        assert info.name == name and info.family in ("CAM", "gradient", "perturbation")
+        assert info.name == name and info.family in ("CAM", "gradient", "perturbation", "attention")
         assert info.reference and info.summary and info.title
         assert info.uses_layer == (info.family == "CAM")
     assert get_method("Score-CAM") is METHODS["scorecam"]

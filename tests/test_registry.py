@@ -36,6 +36,9 @@ PREVIOUS_DEFAULTS = {
     },  # fmt: skip
     "occlusion": ("normalize", False),
     "rise": ("normalize", False),
+    # issue 14: the attention methods, resized like CAMs
+    "attention_rollout": ("positive_normalize", True),
+    "transformer_attribution": ("positive_normalize", True),
 }
 
 

@@ -37,7 +37,7 @@ from typing import Any
 __all__ = ["FAMILIES", "METHODS", "MethodSpec", "get", "markdown_table", "resolve"]
 
 #: The families, in the order they are listed.
-FAMILIES = ("CAM", "gradient", "perturbation")
+FAMILIES = ("CAM", "gradient", "perturbation", "attention")
 
 _LOCK = threading.Lock()
 _LOADED: dict[str, Callable] = {}
@@ -59,7 +59,7 @@ class MethodSpec:
         name: the API name: ``ke.<name>`` is its shortcut (``"gradcam"``,
             ``"full_gradients"``).
         title: the display name (``"Grad-CAM"``).
-        family: ``"CAM"``, ``"gradient"`` or ``"perturbation"``.
+        family: ``"CAM"``, ``"gradient"``, ``"perturbation"`` or ``"attention"``.
         function: the method, as ``"module:attribute"``; see :meth:`load`.
         postprocessing: the name of the :mod:`ke.filters` function the shortcut
             applies by default (``None``: raw maps).
@@ -158,6 +158,7 @@ def _rise_params(spatial):
 _CAMS = "keras_explainable.methods.cams"
 _GRADIENT = "keras_explainable.methods.gradient"
 _PERTURBATION = "keras_explainable.methods.perturbation"
+_ATTENTION = "keras_explainable.methods.attention"
 
 
 def _cam(name, title, summary, reference, aliases=()):
@@ -237,6 +238,20 @@ _TABLE = (
         "rise", "RISE", "perturbation", f"{_PERTURBATION}:rise", "normalize", False, False,
         "random masks averaged with the scores they get",
         "Petsiuk et al., BMVC 2018, arXiv:1806.07421", explain_params=_rise_params,
+    ),
+    MethodSpec(
+        "attention_rollout", "Attention rollout", "attention", f"{_ATTENTION}:attention_rollout",
+        "positive_normalize", True, False,
+        "attention of the class token to the patches, multiplied through the blocks "
+        "(the same map for every class; transformers)",
+        "Abnar & Zuidema, ACL 2020, arXiv:2005.00928", ("rollout", "attention-rollout"),
+    ),
+    MethodSpec(
+        "transformer_attribution", "Transformer attribution", "attention",
+        f"{_ATTENTION}:transformer_attribution", "positive_normalize", True, False,
+        "attention weighted by its positive gradient, rolled through the blocks (transformers)",
+        "Chefer, Gur & Wolf, ICCV 2021, arXiv:2103.15679",
+        ("transformer-attribution", "chefer"),
     ),
 )  # fmt: skip
 
