@@ -234,3 +234,25 @@ def test_multi_head_attention_softmax_and_flash_flag():
 def test_attention_fallbacks():
     assert _compat.attention_softmax(keras.layers.Dense(2)) is None
     assert _compat.flash_attention(object()) is False
+
+
+def test_layer_tracked_sublayers():
+    class Block(keras.layers.Layer):
+        def __init__(self):
+            super().__init__(name="block")
+            self.first = keras.layers.Dense(2, name="first")
+            self.items = [keras.layers.Dense(2, name="second"), keras.layers.Dense(2, name="third")]
+
+        def call(self, x):
+            return self.items[1](self.items[0](self.first(x)))
+
+    block = Block()
+    assert hasattr(block, "_layers"), _update("Layer._layers no longer exists")
+    names = [layer.name for layer in _compat.tracked_sublayers(block)]
+    assert names == ["first", "second", "third"], _update(
+        f"Layer._layers lists {names} for layers assigned to attributes"
+    )
+    plain = keras.layers.Layer()
+    plain.__dict__.pop("_layers", None)  # the fallback: public attributes
+    plain.__dict__["inner"] = keras.layers.Dense(1, name="inner")
+    assert [layer.name for layer in _compat.tracked_sublayers(plain)] == ["inner"]

@@ -160,3 +160,26 @@ def flash_attention(layer) -> bool:
 
     enabled = getattr(keras.config, "is_flash_attention_enabled", None)
     return bool(enabled()) if callable(enabled) else False
+
+
+def tracked_sublayers(layer) -> list:
+    """The layers ``layer`` holds as attributes (directly), in assignment order.
+
+    Internal: ``Layer._layers``, the list Keras' attribute tracker fills when a
+    layer is assigned to an attribute (or a list attribute) of another layer:
+    how KerasHub's encoders hold their blocks, which are no functional graph.
+    Fallback: the layer-valued attributes (and lists of layers) in the public
+    ``vars(layer)``.
+    """
+    import keras
+
+    tracked = getattr(layer, "_layers", None)
+    if isinstance(tracked, (list, tuple)):
+        return [item for item in tracked if isinstance(item, keras.layers.Layer)]
+    found = []
+    for value in vars(layer).values():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for item in items:
+            if isinstance(item, keras.layers.Layer) and all(item is not f for f in found):
+                found.append(item)
+    return found

@@ -11,6 +11,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from ._compat import tracked_sublayers
+
 KERNEL_AXIS = -1
 
 _POOLING_CLASSES = (
@@ -32,42 +34,63 @@ _NORMALIZATION_CLASSES = (
 # --------------------------------------------------------------------------- layers
 
 
-def _sublayers(layer) -> list:
-    """Direct sub-layers of a model (empty for a plain layer)."""
+def _is_keras_builtin(layer) -> bool:
+    """A layer class of Keras itself (``MultiHeadAttention``, ``LSTM``, ...)."""
+    return type(layer).__module__.split(".")[0] == "keras"
+
+
+def _sublayers(layer, builtin: bool = False) -> list:
+    """Direct sub-layers of ``layer`` (empty for a plain layer).
+
+    A model's ``layers``; for any other layer, the layers it holds as
+    attributes (KerasHub's encoders and blocks, a user's custom layers), except
+    inside Keras' own layers (the ``EinsumDense`` of a ``MultiHeadAttention``,
+    the cell of an ``LSTM``), which are walked only with ``builtin`` (a path
+    naming them explicitly).
+    """
     if isinstance(layer, keras.Model) or hasattr(layer, "layers"):
         try:
             return list(layer.layers)
-        except (AttributeError, TypeError):
+        except (AttributeError, TypeError, ValueError):
             return []
-    return []
+    if not isinstance(layer, keras.layers.Layer) or (_is_keras_builtin(layer) and not builtin):
+        return []
+    return tracked_sublayers(layer)
 
 
 def flatten_layers(model, include_models: bool = True) -> list[tuple[tuple[str, ...], Any]]:
-    """All layers of ``model``, nested models unrolled, as ``(path, layer)`` pairs.
+    """All layers of ``model``, nested models and layers unrolled, as ``(path, layer)`` pairs.
 
     ``path`` holds the names from the outermost model to the layer, e.g.
-    ``("resnet50v2", "post_relu")``. The order is the models' own layer order
-    (topological for functional models), depth-first.
+    ``("resnet50v2", "post_relu")`` or, inside a KerasHub backbone whose encoder
+    holds its blocks as attributes, ``("vit_encoder", "transformer_block_2",
+    "mha")``. The order is the models' own layer order (topological for
+    functional models; the order they were assigned for layers holding
+    layers), depth-first. Keras' own layers are not opened (see
+    :func:`get_nested_layer` to reach inside them).
 
     Args:
         model: a Keras model.
-        include_models: also list the nested models themselves.
+        include_models: also list the containers (nested models, layers
+            holding layers) themselves.
 
     Returns:
         a list of ``(path, layer)``.
     """
     found = []
 
-    def visit(container, prefix):
+    def visit(container, prefix, above):
         for layer in _sublayers(container):
+            if id(layer) in above:  # a layer holding one of its containers: no cycle
+                continue
             path = prefix + (layer.name,)
             nested = _sublayers(layer)
             if not nested or include_models:
                 found.append((path, layer))
             if nested:
-                visit(layer, path)
+                visit(layer, path, above | {id(layer)})
 
-    visit(model, ())
+    visit(model, (), {id(model)})
     return found
 
 
@@ -85,7 +108,12 @@ def get_nested_layer(model, name):
         model: the model holding the layer.
         name: a layer name (searched in nested models too when it is not a
             direct child), or a tuple/list of names such as
-            ``("resnet50v2", "conv5_block3_out")``.
+            ``("resnet50v2", "conv5_block3_out")``. A path walks nested models
+            and layers held as attributes (KerasHub's encoders and blocks, and
+            Keras' own layers: ``(..., "mha", "softmax")``); a path that does
+            not start at the top, e.g. ``("vit_encoder", "transformer_block_2")``
+            in a classifier holding the backbone, names the one layer whose
+            path ends with it.
 
     Raises:
         ValueError: when no such layer exists (the message lists close names).
@@ -113,11 +141,27 @@ def get_nested_layer(model, name):
         _raise_unknown(names[0], [p[-1] for p, _ in layers])
     container = model
     for step in names:
-        children = {layer.name: layer for layer in _sublayers(container)}
+        children = {}
+        for layer in _sublayers(container, builtin=True):
+            children.setdefault(layer.name, layer)
         if step not in children:
-            _raise_unknown("/".join(names), ["/".join(p) for p, _ in flatten_layers(model)])
+            return _by_suffix(model, names)
         container = children[step]
     return container
+
+
+def _by_suffix(model, names):
+    """The one layer whose path ends with ``names`` (a path from inside a nested model)."""
+    layers = flatten_layers(model)
+    found = [(p, layer) for p, layer in layers if p[-len(names) :] == tuple(names)]
+    if len(found) == 1:
+        return found[0][1]
+    if found:
+        raise ValueError(
+            f"The path {'/'.join(names)!r} names {len(found)} layers: "
+            f"{', '.join(repr('/'.join(p)) for p, _ in found)}. Give the full path."
+        )
+    _raise_unknown("/".join(names), ["/".join(p) for p, _ in layers])
 
 
 def _raise_unknown(name, known):

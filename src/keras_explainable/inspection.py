@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import keras
 
+from . import _token_grid
 from ._axes import SPATIAL_AXIS  # noqa: F401  (public: ke.inspection.SPATIAL_AXIS)
 from ._compat import keras_history
 from ._layers import (  # noqa: F401  (re-exported: ke.inspection.*)
@@ -112,12 +113,18 @@ class ExposedModel(keras.Model):
         explained_model: the model being explained.
         logits_tap: where the logits come from.
         activation_taps: the intermediate signals exposed.
+        token_grid, prefix_tokens: how a token layer's tokens lie on the patch
+            grid (None: guessed; see :func:`expose`).
     """
 
-    def __init__(self, model, logits_tap: Tap, activation_taps: Sequence[Tap], name=None):
+    def __init__(
+        self, model, logits_tap: Tap, activation_taps: Sequence[Tap], name=None,
+        token_grid=None, prefix_tokens=None,
+    ):  # fmt: skip
         super().__init__(name=name or f"{model.name}_exposed")
         self.explained_model = model
         self._taps = (logits_tap, *activation_taps)
+        self.token_grid, self.prefix_tokens = _token_grid.check_options(token_grid, prefix_tokens)
         if model.built:
             self.built = True
 
@@ -216,8 +223,12 @@ def default_activation_tap(model, input_shape=None) -> Tap:
     """The signal CAM methods explain by default.
 
     The input of the last global pooling (or ``Flatten``) layer before the
-    classifier, searched in nested models too; failing that, the output of the
-    last layer that still has spatial dimensions.
+    classifier, searched in nested models too; for a transformer (attention
+    layers running after the last spatial layer), its last block: the block's
+    output before the final norm and pooling, or its input when the model has
+    a class token (see :func:`._token_grid.last_block_tap`);
+    failing that, the output of the last layer that still has spatial
+    dimensions.
 
     Raises:
         ValueError: when the model has no spatial layer; the message lists the
@@ -228,12 +239,26 @@ def default_activation_tap(model, input_shape=None) -> Tap:
         return Tap(pooling, path=_path_of(model, pooling), link="input")
     calls = trace_layer_calls(model, input_shape)
     rank = len(_dummy_batch(model, input_shape).shape)
-    for call in reversed(calls):
+    spatial = None
+    for position in range(len(calls) - 1, -1, -1):
+        call = calls[position]
         shape = call["output_shape"]
         if shape is None or len(shape) != rank or _sublayers(call["layer"]):
             continue
         if all(d is not None and d > 1 for d in shape[1:-1]) and len(shape) > 2:
-            return Tap(call["layer"], call["call_index"], call["path"])
+            spatial = position
+            break
+    transformer = _token_grid.last_block_tap(
+        calls,
+        after=-1 if spatial is None else spatial,
+        size=_token_grid.image_size(_dummy_batch(model, input_shape), SPATIAL_AXIS),
+        strides=_token_grid.patch_strides(model),
+    )
+    if transformer is not None:  # attention runs after the last spatial layer
+        return transformer
+    if spatial is not None:
+        call = calls[spatial]
+        return Tap(call["layer"], call["call_index"], call["path"])
     looked_at = (
         ", ".join(f"{'/'.join(c['path'])} {c['output_shape']}" for c in calls)
         or "none (the model has no layers)"
@@ -245,7 +270,9 @@ def default_activation_tap(model, input_shape=None) -> Tap:
     )
 
 
-def expose(model, arguments=None, outputs=None, input_shape=None) -> ExposedModel:
+def expose(
+    model, arguments=None, outputs=None, input_shape=None, token_grid=None, prefix_tokens=None
+) -> ExposedModel:
     """Expose the logits and intermediate signals a CAM method needs.
 
     Args:
@@ -261,6 +288,14 @@ def expose(model, arguments=None, outputs=None, input_shape=None) -> ExposedMode
             layer if you want its activated output.
         input_shape: only needed to search a model whose input shape Keras does
             not know (built without an ``Input``).
+        token_grid: for a layer that outputs tokens ``(batch, tokens, dim)`` of
+            an image model (a vision transformer), the patch grid ``(gh, gw)``
+            the tokens lie on; ``None`` guesses it from the token count, the
+            input size and the model's patch size. CAM maps come out on the
+            grid, ``(batch, gh, gw, units)``.
+        prefix_tokens: how many tokens come before the patch tokens (class,
+            distillation, register tokens; dropped from the maps); ``None``:
+            what the token count leaves beside the grid.
 
     Descriptors are an int (index in ``model.layers``), a name, a tuple of
     names leading into nested models (``("resnet50v2", "post_relu")``), a
@@ -300,7 +335,9 @@ def expose(model, arguments=None, outputs=None, input_shape=None) -> ExposedMode
         activations = [default_activation_tap(model, input_shape)]
     else:
         activations = [_descriptor_to_tap(model, a, "argument") for a in _as_list(arguments)]
-    return ExposedModel(model, logits, activations)
+    return ExposedModel(
+        model, logits, activations, token_grid=token_grid, prefix_tokens=prefix_tokens
+    )
 
 
 _EXPOSURES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -2,7 +2,8 @@
 
 Record the activations ``A`` of the explained layer (and, for gradient methods,
 ``d score / d A``), let the method's weighting rule turn them into weights, and
-combine ``sum_k w_k A^k``.
+combine ``sum_k w_k A^k``. A layer that outputs tokens ``(batch, tokens, dim)``
+is seen on its patch grid by every rule (see :mod:`.._token_grid`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from keras import ops
 
 from .. import backend, inspection
 from .._inputs import is_structure
+from .._token_grid import arrange
 from ._common import as_indices, as_inputs, positive_axes, prepare_target, unit_selector, widen
 
 
@@ -45,7 +47,7 @@ class _Signal(NamedTuple):
     inputs: Any  # (batch, *spatial, channels)
     taps: tuple  # the single tap whose output is ``activations``
     scores: Any  # (batch, units): the explained units' scores on ``inputs``
-    activations: Any  # (batch, *activation_spatial, K)
+    activations: Any  # (batch, *activation_spatial, K): tokens already on their grid
     gradients: Any  # (batch, *activation_spatial, K, units), or None
     axes: tuple  # the spatial axes of ``activations`` (positive)
     spatial_axis: Any  # as the caller gave it
@@ -54,6 +56,7 @@ class _Signal(NamedTuple):
     indices_batch_dims: int
     target: Any = None  # the bound target (None: the default, classes)
     explained: Any = None  # the model as the caller passed it
+    recorded: Any = None  # the tap's output as the layer returned it (tokens: before the grid)
 
     @property
     def units(self) -> int:
@@ -97,14 +100,17 @@ def _class_activation_map(
     else:
         outputs, values = backend.forward(runner, inputs, taps=taps)
         scores, activations, grads = select(outputs, values), values[0], None
-    axes = _spatial_activation_axes(activations, spatial_axis)
+    recorded = activations
+    # Tokens (batch, tokens, dim) of an image model go on their patch grid, the
+    # prefix tokens dropped; a sequence model's keep their one token axis.
+    activations, grads, axes = arrange(model, inputs, taps[0], activations, grads, spatial_axis)
     # Mixed precision: the rules sum over positions, take powers and SVDs, which
     # overflow (or do not exist) in float16/bfloat16; they work on float32 copies.
     activations = widen(activations)
     grads = None if grads is None else widen(grads)
     signal = _Signal(
         runner, inputs, tuple(taps), scores, activations, grads, axes, spatial_axis,
-        indices, indices_axis, indices_batch_dims, target, model,
+        indices, indices_axis, indices_batch_dims, target, model, widen(recorded),
     )  # fmt: skip
     weights = weigh(signal)
     if isinstance(weights, tuple):

@@ -306,7 +306,7 @@ def ablationcam(
     _check_count("chunk_size", chunk_size)
 
     def weigh(signal):
-        activations = signal.activations
+        activations = signal.recorded  # as the layer returned it (tokens: every token)
         channels = activations.shape[-1]
         rank = len(activations.shape)
         chunk, num_chunks = _chunking(channels, chunk_size)
