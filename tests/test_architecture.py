@@ -49,6 +49,7 @@ ROOMS = {
     "_compat": BASE,
     "_units": BASE,
     "_inputs": BASE,
+    "_branches": BASE,
     "_layers": BASE,
     "_logits": BASE,
     "_head": BASE,

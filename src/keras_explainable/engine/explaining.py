@@ -15,8 +15,9 @@ from typing import Any
 import keras
 import numpy as np
 
-from .. import targets
+from .. import inspection, targets
 from .._axes import SPATIAL_AXIS
+from .._branches import branch_input_of_rank
 from . import checks, multi
 from .data import Source, is_array_like
 from .step import CompiledStep, explain_step, get_step, padded_size, run_padded
@@ -160,7 +161,9 @@ def explain(
     layout, explained = _layout(model, x, method_params.pop("inputs", None))
     if layout is not None:  # a multi-input model: see engine/multi.py
         method_params["explained_inputs"] = explained  # None: every float input
-        method_params["resize_input"] = layout.resize_target(len(spatial_axis) + 2, explained)
+        rank = len(spatial_axis) + 2  # a single map (CAM): resized to its branch's input
+        branch = None if multi.takes_explained(method) else _branch(model, layout, rank, target)
+        method_params["resize_input"] = layout.resize_target(rank, explained, branch)
     source = Source(x, y, batch_size=batch_size, steps=steps, layout=layout)
     if source.array is not None and layout is None:  # the shape first: a wrong rank
         checks.check_inputs(model, source.array.shape, source.array.dtype, spatial_axis)
@@ -211,6 +214,18 @@ def _layout(model, x, inputs):
             "takes one input. Leave `inputs` out."
         )
     return None, None
+
+
+def _branch(model, layout, rank, target):
+    """The input of ``rank`` axes that the explained layer's branch reads, or None."""
+    convention = target is None or not target.reads_model_outputs
+    try:
+        taps = inspection.activation_taps(model, convention=convention)
+    except Exception:  # noqa: BLE001 (no default layer found here: the CAM method says why)
+        return None
+    if len(taps) != 1:
+        return None
+    return branch_input_of_rank(model, taps[0], layout.shapes, rank)
 
 
 def _concatenate(all_maps, layout):

@@ -161,14 +161,18 @@ class Layout:
                 )
         return tuple(dict.fromkeys(positions))
 
-    def resize_target(self, map_rank: int, explained) -> int | None:
+    def resize_target(self, map_rank: int, explained, branch=None) -> int | None:
         """The input a CAM method's single map is resized to, or None (left as it is).
 
-        The one input named by ``inputs=``; else the only input of the map's rank
-        (an image for a 2-D map); else none: the map keeps the layer's size.
+        The one input named by ``inputs=``; else ``branch``, the input of the
+        map's rank that the explained layer reads (see :mod:`.._branches`); else
+        the only input of the map's rank (an image for a 2-D map); else none: the
+        map keeps the layer's size.
         """
         if explained is not None and len(explained) == 1:
             return explained[0]
+        if branch is not None:
+            return branch
         same = [i for i, s in enumerate(self.shapes) if len(s) == map_rank]
         return same[0] if len(same) == 1 else None
 

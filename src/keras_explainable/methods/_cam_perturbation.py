@@ -9,12 +9,13 @@ from keras import ops
 
 from .. import backend, inspection
 from .._axes import SPATIAL_AXIS
+from .._branches import branch_leaf
 from .._head import head_after
+from .._inputs import is_structure, leaves, pack
 from .._taps import tapped
 from ..resizing import resize
 from ._cam_path import _class_activation_map, _safe_divide
 from ._common import (
-    check_single_input,
     is_default_target,
     positive_axes,
     repeat_target,
@@ -99,6 +100,43 @@ def _channel_chunks(activations, chunk, num_chunks):
     shape = ops.shape(activations)
     split = ops.reshape(activations, tuple(shape[:-1]) + (num_chunks, chunk))
     return ops.transpose(split, (rank - 1,) + tuple(range(rank - 1)) + (rank,))
+
+
+def _masked_input(signal, rank):
+    """``(x, full)``: the input Score-CAM masks and ``full(masked, copies)``, the model's inputs.
+
+    A model of several inputs: ``x`` is the input of ``rank`` axes that the
+    explained layer's branch reads; the others are repeated to match the
+    ``copies`` masked versions of every sample (sample-major).
+    """
+    inputs = signal.inputs
+    if not is_structure(inputs):
+        return inputs, lambda masked, copies: masked
+    position = branch_leaf(signal.explained, signal.taps[0], inputs, rank)
+    items = leaves(inputs)
+    if position is None:
+        shapes = ", ".join(str(tuple(item.shape)) for item in items)
+        raise ValueError(
+            f"Score-CAM masks the input the explained layer reads with its {rank - 2}-D "
+            f"activations, but no single input of the model ({shapes}) has {rank - 2} spatial "
+            "axes on that layer's branch. Explain a layer of an image branch, or use Grad-CAM "
+            "(it needs no input masking)."
+        )
+
+    def full(masked, copies):
+        return pack(
+            inputs,
+            [masked if i == position else ops.repeat(v, copies, 0) for i, v in enumerate(items)],
+        )
+
+    return items[position], full
+
+
+def repeat_inputs(inputs, copies):
+    """Every input repeated ``copies`` times, sample-major (a structure: every leaf)."""
+    if is_structure(inputs):
+        return pack(inputs, [ops.repeat(item, copies, axis=0) for item in leaves(inputs)])
+    return ops.repeat(inputs, copies, axis=0)
 
 
 def _masked_softmax(values, valid, axis):
@@ -199,7 +237,6 @@ def scorecam(
         Score-Weighted Visual Explanations for Convolutional Neural Networks.
         CVPR Workshops. arXiv:1910.01279.
     """
-    check_single_input(inputs, "Score-CAM")
     _check_count("chunk_size", chunk_size)
     _check_count("top_n", top_n, allow_none=True)
     if softmax not in _SOFTMAX_MODES:
@@ -209,7 +246,7 @@ def scorecam(
         activations = signal.activations
         if top_n is not None:
             activations = _top_variance_channels(activations, signal.axes, top_n)
-        inputs = signal.inputs
+        inputs, full = _masked_input(signal, len(activations.shape))
         if len(inputs.shape) != len(activations.shape):
             raise ValueError(
                 f"Score-CAM masks the inputs {tuple(inputs.shape)} with the activations "
@@ -232,7 +269,7 @@ def scorecam(
             masks = ops.cast(ops.moveaxis(masks, -1, 1), inputs.dtype)  # (batch, chunk, *S)
             masked = ops.expand_dims(inputs, 1) * ops.expand_dims(masks, -1)
             masked = ops.reshape(masked, (-1,) + tuple(inputs.shape[1:]))
-            outputs, _ = backend.forward(signal.model, masked)
+            outputs, _ = backend.forward(signal.model, full(masked, chunk))
             return _select_repeated(signal, outputs, chunk, classes)
 
         scores = _in_chunks(run, num_chunks, chunk, signal.scores)[:, :channels]
@@ -242,7 +279,7 @@ def scorecam(
             weights = _masked_softmax(scores, valid, axis=1)
         else:
             if softmax is None:
-                outputs, _ = backend.forward(signal.model, ops.zeros_like(inputs))
+                outputs, _ = backend.forward(signal.model, full(ops.zeros_like(inputs), 1))
                 baseline = _select_repeated(signal, outputs, 1)  # (batch, 1, units)
                 scores = scores - baseline
             weights = ops.where(valid, scores, ops.zeros_like(scores))
@@ -302,7 +339,6 @@ def ablationcam(
         Desai & Ramaswamy (2020). Ablation-CAM: Visual Explanations for Deep
         Convolutional Network via Gradient-free Localization. WACV, 983-991.
     """
-    check_single_input(inputs, "Ablation-CAM")
     _check_count("chunk_size", chunk_size)
 
     def weigh(signal):
@@ -315,7 +351,7 @@ def ablationcam(
             head_after(signal.model, signal.taps[0]) if is_default_target(signal.target) else None
         )
         if head is None:  # rerun the whole model on copies, the tap replaced
-            copies = ops.repeat(signal.inputs, chunk, axis=0)  # sample-major
+            copies = repeat_inputs(signal.inputs, chunk)  # sample-major
 
             def scores_of(ablated):
                 def replace(position, value):

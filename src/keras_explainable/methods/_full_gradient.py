@@ -15,6 +15,7 @@ from keras import ops
 
 from .. import backend, filters, inspection
 from .._axes import SPATIAL_AXIS
+from .._inputs import explained_positions, is_structure, leaves, pack
 from .._taps import Tap
 from ..resizing import resize
 from ._common import (
@@ -25,6 +26,7 @@ from ._common import (
     unit_selector,
     widen,
 )
+from ._multi_input import full_gradient_maps
 
 # Built-in layers that add their bias *before* their own ``activation``: for these
 # the bias-gradient is taken w.r.t. the pre-activation tensor.
@@ -194,7 +196,9 @@ class FullGradientDecomposition(NamedTuple):
 
     Attributes:
         scores: ``(batch, units)``.
-        input_term: ``x * d score / d x``, ``(batch, *spatial, channels, units)``.
+        input_term: ``x * d score / d x``, ``(batch, *spatial, channels, units)``
+            (a multi-input model: one per input, in the inputs' structure, ``None``
+            at the inputs not explained; a feature vector's ``(batch, features, units)``).
         layers: the biased layers, in order.
         bias_terms: for each layer, ``b * d score / d z`` where ``z`` is the
             layer's output before its fused activation, ``z.shape + (units,)``.
@@ -214,6 +218,7 @@ def full_gradient_decomposition(
     indices_batch_dims: int = -1,
     biases=None,
     target=None,
+    explained_inputs=None,
 ) -> FullGradientDecomposition:
     """The raw input- and bias-gradient terms of the full-gradient representation.
 
@@ -247,7 +252,9 @@ def full_gradient_decomposition(
         Srinivas & Fleuret (2019). Full-Gradient Representation for Neural
         Network Visualization. NeurIPS. arXiv:1905.00780.
     """
-    inputs = as_inputs(inputs)
+    structured = is_structure(inputs)
+    inputs = as_inputs(inputs, structured=True)
+    positions = explained_positions(inputs, explained_inputs) if structured else True
     runner, target = prepare_target(model, target)
     convention = target is None or not target.reads_model_outputs
     taps, proxies, layers, biases = _bias_taps(model, biases, convention)
@@ -258,10 +265,15 @@ def full_gradient_decomposition(
             unit_selector(as_indices(indices), indices_axis, indices_batch_dims, target),
             taps=taps,
             differentiate=tuple(range(len(taps))),
-            wrt_inputs=True,
+            wrt_inputs=positions,
         )
-    input_grads = widen(result.input_gradients)
-    input_term = input_grads * ops.cast(inputs, input_grads.dtype)[..., None]
+    if structured:  # one term per explained input
+        grads, items = leaves(result.input_gradients), leaves(inputs)
+        terms = [_input_term(x, g) if i in positions else None for i, (x, g) in
+                 enumerate(zip(items, grads))]  # fmt: skip
+        input_term = pack(inputs, terms)
+    else:
+        input_term = _input_term(inputs, result.input_gradients)
     bias_terms = []
     for tap, bias, value, grads in zip(taps, biases, result.tap_values, result.tap_gradients):
         # a mixed-precision layer's gradient is float16/bfloat16: its terms are float32
@@ -280,6 +292,11 @@ def full_gradient_decomposition(
     return FullGradientDecomposition(result.scores, input_term, layers, bias_terms)
 
 
+def _input_term(x, gradients):
+    gradients = widen(gradients)
+    return gradients * ops.cast(x, gradients.dtype)[..., None]
+
+
 def full_gradients(
     model,
     inputs,
@@ -290,6 +307,7 @@ def full_gradients(
     psi=filters.absolute_normalize,
     biases=None,
     target=None,
+    explained_inputs=None,
 ):
     """FullGrad: input-gradient and bias-gradient maps, one map per explained unit.
 
@@ -328,9 +346,15 @@ def full_gradients(
             ``ke.inspection.layers_with_biases``); ``None`` reads them from the layers.
         target: what is explained (:mod:`ke.targets`); ``None``: the first
             output's units.
+        explained_inputs: a multi-input model's inputs to explain (positions;
+            ``None``: every float input). Each gets its input term plus the
+            spatial bias terms of the layers on its branch (the layers reading
+            it, :mod:`keras_explainable._branches`); a feature vector gets its
+            input term, ``(batch, features, units)``.
 
     Returns:
-        ``(scores, maps)``: ``(batch, units)`` and ``(batch, *spatial, units)``.
+        ``(scores, maps)``: ``(batch, units)`` and ``(batch, *spatial, units)``
+        (a multi-input model: one map per input, in its structure).
 
     Example:
         >>> logits = ke.inspection.get_logits_layer(model)
@@ -342,24 +366,34 @@ def full_gradients(
         Srinivas & Fleuret (2019). Full-Gradient Representation for Neural
         Network Visualization. NeurIPS. arXiv:1905.00780.
     """
-    inputs = as_inputs(inputs)
-    rank = len(inputs.shape)
-    axes = positive_axes(spatial_axis, rank)
-    size = tuple(inputs.shape[a] for a in axes)
+    structured = is_structure(inputs)
+    inputs = as_inputs(inputs, structured=True)
     decomposition = full_gradient_decomposition(
-        model, inputs, indices, indices_axis, indices_batch_dims, biases=biases, target=target
-    )
+        model, inputs, indices, indices_axis, indices_batch_dims, biases=biases, target=target,
+        explained_inputs=explained_inputs,
+    )  # fmt: skip
+    if not structured:
+        axes = positive_axes(spatial_axis, len(inputs.shape))
+        terms = decomposition.bias_terms
+        return decomposition.scores, _map(inputs, decomposition.input_term, terms, axes, psi)
+    return decomposition.scores, full_gradient_maps(model, inputs, decomposition, psi, _map)
+
+
+def _map(x, input_term, bias_terms, axes, psi):
+    """The FullGrad map of one input: its term plus the spatial bias terms, each psi'd."""
+    rank = len(x.shape)
+    size = tuple(x.shape[a] for a in axes)
     # Terms are (batch, *spatial, channels, units): psi sees spatial + channel axes.
     term_axes = tuple(axes) + (rank - 1,)
-    maps = ops.sum(psi(decomposition.input_term, axis=term_axes), axis=-2)
-    for term in decomposition.bias_terms:
+    maps = ops.sum(psi(input_term, axis=term_axes), axis=-2)
+    for term in bias_terms:
         if len(term.shape) != rank + 1:
             continue  # not spatial: no place in the map
         layer_map = ops.sum(psi(term, axis=term_axes), axis=-2)
         if tuple(layer_map.shape[a] for a in axes) != size:
             layer_map = resize(layer_map, size, axes, interpolation="bilinear")
         maps = maps + ops.cast(layer_map, maps.dtype)
-    return decomposition.scores, maps
+    return maps
 
 
 # its public home: keras_explainable.methods.gradient (repr, docs, pickles)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from keras import ops
 
 from .. import _inputs, backend
+from .._branches import branch_leaves
 from ._common import (
     as_indices,
     chunked,
@@ -194,6 +195,24 @@ def perturbation_maps(method, model, inputs, explained, target, baseline, settin
         )
         maps[position] = map_
     return scores, _inputs.pack(inputs, maps)
+
+
+def full_gradient_maps(model, inputs, decomposition, psi, one_map):
+    """FullGrad's map of every explained input (``one_map(x, input_term, bias_terms, axes, psi)``).
+
+    An input's map holds the bias terms of the layers on its branch (the layers
+    that read it); a feature vector's map is its input term over its features.
+    """
+    items, maps = _inputs.leaves(inputs), []
+    on_branch = [branch_leaves(model, layer, inputs) for layer in decomposition.layers]
+    for position, term in enumerate(_inputs.leaves(decomposition.input_term)):
+        rank = len(items[position].shape)
+        if term is None or rank == 2:
+            maps.append(None if term is None else psi(term, axis=(1,)))
+            continue
+        terms = [t for t, reads in zip(decomposition.bias_terms, on_branch) if position in reads]
+        maps.append(one_map(items[position], term, terms, tuple(range(1, rank - 1)), psi))
+    return _inputs.pack(inputs, maps)
 
 
 def _baseline_per_input(baseline, items) -> list:

@@ -18,12 +18,10 @@ from keras import ops
 
 from .._axes import SPATIAL_AXIS
 from .._inputs import is_float, is_structure, leaves, pack
-from ..resizing import resize
 from ..targets import as_target
 from ._common import (
     as_inputs,
     check_chunk_size,
-    check_single_input,
     chunked,
     positive_axes,
     tile_batch,
@@ -32,18 +30,12 @@ from ._common import (
     ungroup,
     widen,
 )
+from ._tta import tta
+from ._wrapping import check_maps as _check_maps
+from ._wrapping import describe as _describe
 
 _NOISE_TYPES = ("relative", "absolute")
 _AGGREGATIONS = ("mean", "square", "variance")
-
-
-def _check_maps(maps, scores, name):
-    if len(scores.shape) != 2 or len(maps.shape) < 2:
-        raise ValueError(
-            f"The method wrapped by {name} returned scores of shape {tuple(scores.shape)} and "
-            f"maps of shape {tuple(maps.shape)}; expected (batch, units) and "
-            "(batch, *spatial, units)."
-        )
 
 
 def _is_jax_tracer(value) -> bool:
@@ -251,148 +243,6 @@ def _aggregate(parts, aggregation):
     if aggregation == "square":
         return ops.mean(ops.square(stacked), axis=0)
     return ops.var(stacked, axis=0)
-
-
-def _describe(wrapper, method, meta, **settings):
-    name = getattr(method, "__name__", type(method).__name__)
-    listed = ", ".join(f"{k}={v!r}" for k, v in settings.items())
-    wrapper.__name__ = wrapper.__qualname__ = f"{meta}_{name}"
-    wrapper.__doc__ = f"``ke.methods.meta.{meta}({name}, {listed})``: see ``{meta}``."
-    wrapper.__wrapped_method__ = method
-
-
-def tta(method, scales=(0.5, 1.5, 2.0), hflip: bool = True, resize_method: str = "bilinear"):
-    """Test-time augmentation of any explaining method.
-
-    The method runs on the original inputs and on each rescaled version
-    (``round(scale * size)`` along every spatial axis), and — with ``hflip`` —
-    on the flipped copy of each of those. Every map is brought back to the
-    map size of the original pass (un-flipped, then resized with
-    ``resize_method``) and the result is the mean over all
-    ``(1 + len(scales)) * (2 if hflip else 1)`` passes. (The original
-    keras-explainable left the unscaled pass and its flip out of the count.)
-    The original pass is always included: a scale of ``1.0`` in ``scales``
-    counts it a second time.
-
-    ``hflip`` flips the last spatial axis: the width of images, the time axis
-    of 1-D signals ``(batch, time, channels)``, the width of volumes
-    ``(batch, depth, height, width, channels)``. The spatial axes must be the
-    ones between batch and channels.
-
-    Batching: each input size is one call of ``method``, the flipped copies
-    stacked after the batch. The model must accept the rescaled sizes
-    (e.g. built with ``keras.Input((None, None, 3))``).
-
-    Scores: the returned scores are ``method``'s scores on the original,
-    un-augmented inputs.
-
-    Args:
-        method: the explaining method to augment.
-        scales: factors to rescale the inputs by (each > 0).
-        hflip: also explain the flipped copy of every pass.
-        resize_method: the interpolation (``"bilinear"``, ``"nearest"``, ...)
-            for rescaling the inputs and bringing maps back.
-
-    Returns:
-        a method with the standard signature whose ``**params`` go to ``method``
-        (a ``target`` too, unless it carries per-sample data such as a mask,
-        which cannot follow the rescaling and flipping: ``ValueError``).
-
-    Example:
-        >>> augmented = ke.methods.meta.tta(ke.methods.cams.gradcam, scales=(0.5, 2.0))
-        >>> scores, maps = ke.explain(augmented, model, x, y,
-        ...                           postprocessing=ke.filters.positive_normalize)
-    """
-    if not callable(method):
-        raise TypeError(f"tta() wraps an explaining method; got {type(method).__name__}.")
-    try:
-        scales = tuple(float(s) for s in scales)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"scales is a sequence of positive numbers; got {scales!r}.") from error
-    if any(not s > 0 for s in scales):
-        raise ValueError(f"Every scale must be > 0; got {scales}.")
-    hflip = bool(hflip)
-    copies = 2 if hflip else 1
-    passes = (1 + len(scales)) * copies
-
-    def augmented(
-        model,
-        inputs,
-        indices=None,
-        indices_axis: int = -1,
-        indices_batch_dims: int = -1,
-        spatial_axis=SPATIAL_AXIS,
-        **params,
-    ):
-        check_single_input(inputs, "tta")
-        inputs = as_inputs(inputs)
-        rank = len(inputs.shape)
-        axes = positive_axes(spatial_axis, rank)
-        if list(axes) != list(range(1, rank - 1)):
-            raise ValueError(
-                f"tta needs (batch, *spatial, channels) inputs with spatial_axis naming every "
-                f"axis between batch and channels; got spatial_axis={spatial_axis} for inputs "
-                f"of shape {tuple(inputs.shape)}."
-            )
-        size = tuple(inputs.shape[a] for a in axes)
-        if any(s is None for s in size):
-            raise ValueError(f"tta needs static spatial sizes; got inputs of shape {size}.")
-        last = axes[-1]
-        tiled_indices = tile_indices(indices, copies, indices_batch_dims)
-        target = as_target(params.get("target"))
-        if target is not None and target.per_sample():
-            raise ValueError(
-                f"tta rescales and flips the inputs, which a target's per-sample data "
-                f"({', '.join(target.per_sample())} of {target!r}) cannot follow; explain "
-                "without tta, or with a target that reads the outputs only (e.g. "
-                "ke.targets.segmentation() without a mask)."
-            )
-        if target is not None:
-            params["target"] = target
-
-        def explain_pass(x):
-            batch = ops.concatenate([x, ops.flip(x, axis=last)], axis=0) if hflip else x
-            scores, maps = method(
-                model,
-                batch,
-                indices=tiled_indices,
-                indices_axis=indices_axis,
-                indices_batch_dims=indices_batch_dims,
-                spatial_axis=spatial_axis,
-                **params,
-            )
-            _check_maps(maps, scores, "tta")
-            if len(maps.shape) != rank:
-                raise ValueError(
-                    f"tta needs maps with the inputs' spatial axes; the method returned maps "
-                    f"of shape {tuple(maps.shape)} for inputs of shape {tuple(batch.shape)}."
-                )
-            maps = ungroup(widen(maps), copies)  # float16 maps: sum the passes in float32
-            views = [maps[0]]
-            if hflip:
-                views.append(ops.flip(maps[1], axis=last))
-            return ungroup(scores, copies)[0], views
-
-        scores, views = explain_pass(inputs)
-        target = tuple(views[0].shape[1:-1])
-        total = views[0] if len(views) == 1 else views[0] + views[1]
-        for scale in scales:
-            scaled = tuple(max(1, int(round(scale * s))) for s in size)
-            x = resize(inputs, scaled, axes, interpolation=resize_method)
-            try:
-                _, views = explain_pass(x)
-            except Exception as error:  # the framework's message, with what to do first
-                raise ValueError(
-                    f"tta could not explain the inputs rescaled by {scale} to {scaled}: {error}. "
-                    "The model must accept every rescaled size (build it with "
-                    "keras.Input((None, None, channels))), or pass scales that it accepts."
-                ) from error
-            for view in views:
-                total = total + resize(view, target, axes, interpolation=resize_method)
-        return scores, total / passes
-
-    _describe(augmented, method, "tta", scales=scales, hflip=hflip, resize_method=resize_method)
-    return augmented
 
 
 __all__ = ["smooth", "tta"]
