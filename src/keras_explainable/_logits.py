@@ -150,12 +150,18 @@ def _output_layer(model):
     return producer
 
 
-def default_logits_tap(model) -> Tap:
+def default_logits_tap(model, given: Tap | None = None) -> Tap:
     """Where the default logits come from (see the module docstring).
+
+    ``given``: a logits layer the user named; it is used as given, except that a
+    ``(batch, 1, ..., 1, units)`` output is followed to its ``(batch, units)``
+    tensor (:func:`followed_tap`).
 
     Raises:
         ValueError: when the model has no layer with a kernel.
     """
+    if given is not None:
+        return followed_tap(model, given)
     classifier = get_logits_layer(model)
     layer = followed_to_units(model, classifier)
     if layer is None and not _is_units_layer(model, classifier):
@@ -190,3 +196,18 @@ def pooling_before_classifier(model):
         if isinstance(layer, _POOLING_CLASSES):
             return layer
     return None
+
+
+def followed_tap(model, tap: Tap) -> Tap:
+    """``tap`` (an explicit logits layer), moved from a ``(batch, 1, ..., 1, units)`` output
+    to the ``(batch, units)`` tensor a flatten/reshape-like layer makes of it."""
+    node = _single_node(tap.layer)
+    if tap.link != "output" or tap.call_index != 0 or node is None:
+        return tap
+    shape = tuple(getattr(node.output_tensors[0], "shape", ())) if node.output_tensors else ()
+    if len(shape) < 3 or any(d != 1 for d in shape[1:-1]):
+        return tap
+    layer = followed_to_units(model, tap.layer)
+    if layer is None or layer is tap.layer:
+        return tap
+    return Tap(layer, path=_path_of(model, layer))

@@ -284,8 +284,8 @@ def expose(
             ``kernel`` (a Dense or Conv classifier), followed through any
             flatten/reshape/dropout-like layers to its ``(batch, units)``
             tensor (a 1x1-conv classifier's ``Flatten``), or the model's own
-            ``(batch, units)`` output when there is none; pass the model's last
-            layer if you want its activated output.
+            ``(batch, units)`` output when there is none. A layer given is used as
+            given (its ``(batch, 1, 1, units)`` followed to ``(batch, units)`` too).
         input_shape: only needed to search a model whose input shape Keras does
             not know (built without an ``Input``).
         token_grid: for a layer that outputs tokens ``(batch, tokens, dim)`` of
@@ -330,7 +330,7 @@ def expose(
                 "`outputs=` (a layer, its name or index)."
             ) from error
     else:
-        logits = _descriptor_to_tap(model, outputs, "logits")
+        logits = default_logits_tap(model, _descriptor_to_tap(model, outputs, "logits"))
     if arguments is None:
         activations = [default_activation_tap(model, input_shape)]
     else:
