@@ -128,7 +128,7 @@ def _symbolic_outputs(model, sample: np.ndarray):
     op of the model one by one (seconds for a ResNet); shape inference is free.
     """
     if isinstance(sample, Columns):  # a multi-input model: a list of specs
-        spec = [keras.KerasTensor((1, *a.shape[1:]), dtype=str(a.dtype)) for a in sample.arrays]
+        spec = sample.feed(lambda a: keras.KerasTensor((1, *a.shape[1:]), dtype=str(a.dtype)))
     else:
         spec = keras.KerasTensor((1,) + tuple(sample.shape[1:]), dtype=str(sample.dtype))
     try:
@@ -159,7 +159,7 @@ def probe(model, sample: np.ndarray, target=None) -> int | None:
             if outputs is None:  # unbuilt or not traceable symbolically: run one sample
                 first = sample[:1]
                 outputs, _ = backend.forward(
-                    model, first.arrays if isinstance(first, Columns) else first
+                    model, first.feed() if isinstance(first, Columns) else first
                 )
         except Exception as error:  # the framework's message, with our context first
             detail = _ANSI.sub("", str(error)).strip()

@@ -87,16 +87,21 @@ def _split_element(element, layout=None):
 
 
 class Columns:
-    """One numpy array per model input, sliced, padded and joined as one batch."""
+    """One numpy array per model input, sliced, padded and joined as one batch.
 
-    def __init__(self, arrays):
+    ``names``: the input names when the model takes a dict (a KerasHub model's
+    ``{"token_ids", "padding_mask", ...}``); :meth:`feed` then gives a dict.
+    """
+
+    def __init__(self, arrays, names=None):
         self.arrays = list(arrays)
+        self.names = names
 
     def __len__(self) -> int:
         return len(self.arrays[0])
 
     def __getitem__(self, rows):
-        return Columns(a[rows] for a in self.arrays)
+        return Columns((a[rows] for a in self.arrays), self.names)
 
     @property
     def shape(self) -> tuple:
@@ -108,11 +113,17 @@ class Columns:
         return min(a.ndim for a in self.arrays)
 
     def map(self, fn) -> Columns:
-        return Columns(fn(a) for a in self.arrays)
+        return Columns((fn(a) for a in self.arrays), self.names)
+
+    def feed(self, fn=None):
+        """The columns as the model takes them (``fn`` applied): a list, or a dict by name."""
+        arrays = self.arrays if fn is None else [fn(a) for a in self.arrays]
+        return arrays if self.names is None else dict(zip(self.names, arrays))
 
     @staticmethod
     def concatenate(parts) -> Columns:
-        return Columns(np.concatenate(arrays) for arrays in zip(*(p.arrays for p in parts)))
+        arrays = (np.concatenate(arrays) for arrays in zip(*(p.arrays for p in parts)))
+        return Columns(arrays, parts[0].names)
 
 
 def positive_int(name: str, value, none_means: str):

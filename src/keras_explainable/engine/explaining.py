@@ -18,7 +18,7 @@ import numpy as np
 from .. import inspection, targets
 from .._axes import SPATIAL_AXIS
 from .._branches import branch_input_of_rank
-from . import checks, multi
+from . import checks, multi, tokens
 from .data import Source, is_array_like
 from .step import CompiledStep, explain_step, get_step, padded_size, run_padded
 from .writer import InputsWriter, MapsWriter
@@ -141,7 +141,7 @@ def explain(
             "they are options of keras.utils.PyDataset.",
             stacklevel=2,
         )
-    spatial_axis = method_params.pop("spatial_axis", SPATIAL_AXIS)
+    spatial_axis = method_params.pop("spatial_axis", None)  # None: by the inputs' kind
     jit_compile = method_params.pop("jit_compile", None)
     method_params.setdefault("resizing", True)
     method_params.setdefault("postprocessing", None)
@@ -160,13 +160,16 @@ def explain(
         checks.check_takes_target(method)
     layout, explained = _layout(model, x, method_params.pop("inputs", None))
     if layout is not None:  # a multi-input model: see engine/multi.py
+        spatial_axis = SPATIAL_AXIS if spatial_axis is None else spatial_axis
         method_params["explained_inputs"] = explained  # None: every float input
         rank = len(spatial_axis) + 2  # a single map (CAM): resized to its branch's input
         branch = None if multi.takes_explained(method) else _branch(model, layout, rank, target)
         method_params["resize_input"] = layout.resize_target(rank, explained, branch)
+        if multi.takes_explained(method, "padding_mask") and tokens.PADDING in layout.names:
+            method_params.setdefault("padding_mask", layout.names.index(tokens.PADDING))
     source = Source(x, y, batch_size=batch_size, steps=steps, layout=layout)
     if source.array is not None and layout is None:  # the shape first: a wrong rank
-        checks.check_inputs(model, source.array.shape, source.array.dtype, spatial_axis)
+        spatial_axis = _single_axes(model, source.array, spatial_axis)
     source.check_y_rows()
     if target is not None and target.needs_units and y is None and source.array is not None:
         raise ValueError(_NEEDS_Y.format(target=target))
@@ -199,6 +202,16 @@ def explain(
     elif writer is None:
         maps = _concatenate(all_maps, layout)
     return np.concatenate(all_scores), maps
+
+
+def _single_axes(model, batch, spatial_axis):
+    """A one-input batch checked; the spatial axes (``(-2,)`` by default for token ids)."""
+    ids = tokens.single_input_ids(model, batch.shape, batch.dtype)
+    if spatial_axis is None:
+        spatial_axis = tokens.TOKEN_AXIS if ids else SPATIAL_AXIS
+    if not ids:
+        checks.check_inputs(model, batch.shape, batch.dtype, spatial_axis)
+    return spatial_axis
 
 
 def _layout(model, x, inputs):
@@ -275,6 +288,8 @@ def _batch_rows(target, rows_data, seen, rows):
 def _as_float(batch, layout):
     """A batch as the model takes it: floats (integer inputs of a multi-input model kept)."""
     if layout is None:
+        if batch.ndim == 2 and np.issubdtype(batch.dtype, np.integer):
+            return batch  # token ids, fed as they are
         return batch.astype(checks.float_dtype(batch), copy=False)
     return layout.cast(batch, checks.float_dtype)
 
@@ -299,7 +314,11 @@ def _run(
             continue
         if step is None:
             if layout is None:
-                checks.check_inputs(model, xb.shape, xb.dtype, spatial_axis)
+                spatial_axis = _single_axes(model, xb, spatial_axis)
+            ids_check = tokens.prepare(
+                model, xb, layout, method_params.get("explained_inputs"),
+                method_params.get("embedding"),
+            )  # fmt: skip
             sample_shape = xb.shape[1:]
             num_units = checks.probe(model, _as_float(xb, layout), target)
             step = get_step(
@@ -313,6 +332,8 @@ def _run(
                 "Resize the inputs to one size (or explain each size in its own call)."
             )
         checks.check_finite(xb, seen)
+        if index:
+            ids_check(xb)
         if units is None and target is not None and target.needs_units:
             raise ValueError(_NEEDS_Y.format(target=target))
         units = checks.check_units(units, rows, num_units, seen, model.name)

@@ -21,6 +21,16 @@ from .._layers import model_inputs
 from .data import Columns, to_numpy
 
 
+def _input_structure(model):
+    """``model.input`` (a dict for a model built on a dict of inputs), or None."""
+    for candidate in (getattr(model, "explained_model", None), model):
+        try:
+            return candidate.input
+        except (AttributeError, ValueError):
+            continue
+    return None
+
+
 def _shape(dims) -> str:
     return "(samples, " + ", ".join("?" if d is None else str(d) for d in dims[1:]) + ")"
 
@@ -37,6 +47,8 @@ class Layout:
         # a float model input takes floats (uint8 images are cast); an integer one takes
         # token ids / categorical codes, fed as they are and never differentiated
         self.floats = ["float" in str(getattr(t, "dtype", "float32")) for t in self.inputs]
+        # a model built on a dict of inputs (KerasHub's) is fed a dict, others a list
+        self.keyed = isinstance(_input_structure(model), dict)
         if not self.inputs:
             raise ValueError(
                 f"`x` is a {type(x).__name__} of inputs, but '{model.name}' does not say what "
@@ -95,7 +107,7 @@ class Layout:
                 f"The inputs of {what} hold different numbers of samples ({rows}); give every "
                 "input one row per sample."
             )
-        return Columns(arrays)
+        return Columns(arrays, self.names if self.keyed else None)
 
     @staticmethod
     def _check(name, array, shape, what):
@@ -123,14 +135,26 @@ class Layout:
     def cast(self, columns: Columns, float_dtype) -> Columns:
         """The inputs as the model takes them: floats for float inputs, integers kept."""
         return Columns(
-            a.astype(float_dtype(a), copy=False) if is_float else a
-            for a, is_float in zip(columns.arrays, self.floats)
+            (
+                a.astype(float_dtype(a), copy=False) if is_float else a
+                for a, is_float in zip(columns.arrays, self.floats)
+            ),
+            columns.names,
         )
 
     def explained(self, inputs) -> tuple[int, ...] | None:
-        """The positions ``inputs=`` names (names, positions, or one of them); None: default."""
+        """The positions ``inputs=`` names (names, positions, or one of them); None: default.
+
+        The default is every float input; a model without one (a text model)
+        explains its token ids at their embedding: the input named
+        ``token_ids`` (KerasHub), else every integer input but ``padding_mask``.
+        """
         if inputs is None:
-            return None
+            if any(self.floats):
+                return None
+            if "token_ids" in self.names:
+                return (self.names.index("token_ids"),)
+            return tuple(i for i, n in enumerate(self.names) if n != "padding_mask")
         chosen = [inputs] if isinstance(inputs, (str, int, np.integer)) else list(inputs)
         positions = []
         for item in chosen:
@@ -150,15 +174,7 @@ class Layout:
                     f"`inputs` names {item!r}, which is not an input of the model; its inputs "
                     f"are {self.names}.{hint}"
                 )
-        for position in positions:
-            if not self.floats[position]:
-                raise ValueError(
-                    f"`inputs` names the input {self.names[position]!r}, which takes "
-                    f"{self.inputs[position].dtype} values (token ids or categorical codes): "
-                    "gradient and perturbation methods explain floating-point inputs only. "
-                    "Leave it out of `inputs=` (it is fed as it is), or explain it at its "
-                    "embedding layer with a CAM method."
-                )
+        # integer inputs (token ids) are explained at their embedding (methods/_tokens.py)
         return tuple(dict.fromkeys(positions))
 
     def resize_target(self, map_rank: int, explained, branch=None) -> int | None:
@@ -194,8 +210,8 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
 
 
-def takes_explained(method) -> bool:
-    """Whether ``method`` (or the method a meta method wraps) takes ``explained_inputs``."""
+def takes_explained(method, parameter: str = "explained_inputs") -> bool:
+    """Whether ``method`` (or the method a meta method wraps) takes ``parameter``."""
     import inspect  # noqa: PLC0415
 
     while method is not None:
@@ -203,7 +219,7 @@ def takes_explained(method) -> bool:
             parameters = inspect.signature(method).parameters
         except (TypeError, ValueError):
             return False
-        if "explained_inputs" in parameters:
+        if parameter in parameters:
             return True
         if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
             return False

@@ -19,6 +19,7 @@ from keras import ops
 from .. import backend, inspection, targets
 from .._axes import SPATIAL_AXIS, positive_axes
 from .._inputs import feature_map_axes, is_structure, leaves
+from .._tokens import is_ids
 from ..resizing import resize
 from .data import Columns, pad_to
 from .multi import takes_explained
@@ -69,6 +70,14 @@ def explain_step(
             model, method, inputs, indices, spatial_axis, postprocessing, resizing, **params
         )
     scores, maps = method(model, inputs, indices=indices, spatial_axis=spatial_axis, **params)
+    if is_ids(inputs):  # token ids (batch, tokens): maps (batch, tokens, units)
+        maps = ops.cast(maps, "float32")
+        if postprocessing is not None:
+            maps = postprocessing(maps, axis=spatial_axis)
+        if resizing is not None and resizing is not False:
+            size = [inputs.shape[1]] if resizing is True else resizing
+            maps = resize(maps, size, (-2,))
+        return ops.cast(scores, "float32"), maps
     if len(maps.shape) != len(inputs.shape):
         raise ValueError(
             f"The method returned maps of shape {tuple(maps.shape)} for inputs of shape "
@@ -104,7 +113,7 @@ def _structured_step(
         if postprocessing is not None:
             maps = postprocessing(maps, axis=spatial_axis)
         if resize_input is not None and resizing is not None and resizing is not False:
-            target = inputs[resize_input]
+            target = leaves(inputs)[resize_input]
             axes = positive_axes(spatial_axis, len(maps.shape))
             size = [target.shape[a] for a in axes] if resizing is True else resizing
             maps = resize(maps, size, spatial_axis)
@@ -229,6 +238,8 @@ def padded_size(step, source, xb, units) -> int:
 def _signature(tensor):
     if tensor is None:
         return None
+    if isinstance(tensor, dict):  # a keyed model's batch: its names are fixed
+        tensor = list(tensor.values())
     if isinstance(tensor, (list, tuple)):  # a multi-input batch: one signature per input
         return tuple(_signature(t) for t in tensor)
     return tuple(tensor.shape), str(tensor.dtype)
@@ -353,7 +364,7 @@ def run_padded(step: CompiledStep, inputs: np.ndarray, indices, size: int, rows_
     rows = len(inputs)
     inputs = pad_to(inputs, size)
     if isinstance(inputs, Columns):  # a multi-input model takes a list, in model.inputs order
-        inputs = [ops.convert_to_tensor(column) for column in inputs.arrays]
+        inputs = inputs.feed(ops.convert_to_tensor)  # a list, or a dict for a keyed model
     else:
         inputs = ops.convert_to_tensor(inputs)
     if indices is not None:

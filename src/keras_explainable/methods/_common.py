@@ -8,22 +8,23 @@ from .. import _inputs
 from .. import targets as _targets
 from .._axes import positive_axes  # noqa: F401  (re-exported for the methods)
 from .._precision import widen  # noqa: F401  (re-exported for the methods)
+from .._tokens import is_ids as _is_ids
 
 
-def as_inputs(inputs, structured: bool = False):
+def as_inputs(inputs, structured: bool = False, ids: bool = False):
     """Inputs as a floating-point backend tensor (numpy arrays are welcome).
 
     With ``structured``, a multi-input model's list, tuple or dict keeps its
     structure: every input becomes a tensor, integer inputs (token ids) stay
     integers. Without it, a structure is a clear error (the method explains
-    models of one input).
+    models of one input). With ``ids``, a tensor of token ids stays integers.
     """
     if _inputs.is_structure(inputs):
         if not structured:
             check_single_input(inputs, "This method")
         return _inputs.pack(inputs, _inputs.as_float_leaves(inputs))
     inputs = ops.convert_to_tensor(inputs)
-    if "float" not in str(inputs.dtype):
+    if "float" not in str(inputs.dtype) and not (ids and _is_ids(inputs)):
         inputs = ops.cast(inputs, "float32")
     return inputs
 

@@ -15,6 +15,7 @@ from keras import ops
 from .. import backend
 from .._axes import SPATIAL_AXIS
 from .._inputs import is_structure, reduce_channels
+from .._tokens import has_tokens
 from ._common import (
     as_indices,
     as_inputs,
@@ -34,6 +35,7 @@ from ._full_gradient import (  # noqa: F401  (FullGrad: its own module)
     full_gradients,
 )
 from ._multi_input import gradient_maps, integrated_gradient_maps
+from ._tokens import token_gradient_maps, token_integrated_gradients
 
 
 def gradients(
@@ -46,6 +48,9 @@ def gradients(
     gradient_filter=ops.absolute,
     target=None,
     explained_inputs=None,
+    embedding=None,
+    pad_id=None,
+    padding_mask=None,
 ):
     """Gradient back-propagation (saliency maps).
 
@@ -66,6 +71,13 @@ def gradients(
         explained_inputs: for a multi-input model (``inputs`` a list, tuple or
             dict of batches), the positions of the inputs to explain; ``None``:
             every floating-point input. See :mod:`.._multi_input`.
+        embedding, pad_id, padding_mask: token inputs only (docs/text.md): the
+            embedding layer to explain at (default: the one the ids flow into),
+            the padding id, the input marking real tokens (default: one named
+            ``padding_mask``); padding maps to 0.
+
+    Token ids: ``map_t = ||d score / d e_t||_2`` at their embedding ``e`` (L2 over
+    its dim; no ``gradient_filter``), ``(batch, tokens, units)``.
 
     Returns:
         ``(scores, maps)``: ``(batch, units)`` and ``(batch, *spatial, units)``;
@@ -80,10 +92,16 @@ def gradients(
         Networks: Visualising Image Classification Models and Saliency Maps.
         arXiv:1312.6034.
     """
+    to_map = lambda grads, _, rank: reduce_channels(gradient_filter(grads), rank, ops.mean)  # noqa: E731
+    if has_tokens(inputs, explained_inputs):  # token ids: at their embedding, L2 norm over dim
+        return token_gradient_maps(
+            model, inputs, indices, indices_axis, indices_batch_dims, target, explained_inputs,
+            "norm", embedding, pad_id, padding_mask, to_map,
+        )  # fmt: skip
     if is_structure(inputs):
         return gradient_maps(
             model, inputs, indices, indices_axis, indices_batch_dims, target, explained_inputs,
-            lambda grads, _, rank: reduce_channels(gradient_filter(grads), rank, ops.mean),
+            to_map,
         )  # fmt: skip
     inputs = as_inputs(inputs)
     positive_axes(spatial_axis, len(inputs.shape))
@@ -108,6 +126,9 @@ def gradients_x_inputs(
     spatial_axis=SPATIAL_AXIS,
     target=None,
     explained_inputs=None,
+    embedding=None,
+    pad_id=None,
+    padding_mask=None,
 ):
     """Gradient x Input: each input value times the unit's gradient w.r.t. it.
 
@@ -127,6 +148,12 @@ def gradients_x_inputs(
             (:mod:`ke.targets`); ``None``: the first output's units (the logits).
         explained_inputs: for a multi-input model, the positions of the inputs
             to explain (``None``: every floating-point input), as in :func:`gradients`.
+        embedding, pad_id, padding_mask: token inputs only (docs/text.md): the
+            embedding layer to explain at (default: the one the ids flow into),
+            the padding id, the input marking real tokens (default: one named
+            ``padding_mask``); padding maps to 0.
+
+    Token ids: ``map_t = sum_d e_td * d score / d e_td`` at their embedding ``e``.
 
     Returns:
         ``(scores, maps)``: ``(batch, units)`` and ``(batch, *spatial, units)``
@@ -140,12 +167,18 @@ def gradients_x_inputs(
         Learning Important Features Through Propagating Activation Differences.
         arXiv:1605.01713.
     """
+    to_map = lambda grads, x, rank: reduce_channels(  # noqa: E731
+        grads * ops.cast(x, grads.dtype)[..., None], rank, ops.sum
+    )
+    if has_tokens(inputs, explained_inputs):  # token ids: dot product with the embedding
+        return token_gradient_maps(
+            model, inputs, indices, indices_axis, indices_batch_dims, target, explained_inputs,
+            "dot", embedding, pad_id, padding_mask, to_map,
+        )  # fmt: skip
     if is_structure(inputs):
         return gradient_maps(
             model, inputs, indices, indices_axis, indices_batch_dims, target, explained_inputs,
-            lambda grads, x, rank: reduce_channels(
-                grads * ops.cast(x, grads.dtype)[..., None], rank, ops.sum
-            ),
+            to_map,
         )  # fmt: skip
     inputs = as_inputs(inputs)
     positive_axes(spatial_axis, len(inputs.shape))
@@ -242,6 +275,9 @@ def integrated_gradients(
     chunk_size: int | None = None,
     target=None,
     explained_inputs=None,
+    embedding=None,
+    pad_id=None,
+    padding_mask=None,
 ):
     """Integrated Gradients: gradients averaged along the path from a baseline.
 
@@ -277,6 +313,13 @@ def integrated_gradients(
             to explain (``None``: every floating-point input). They move along one
             joint path, so all their maps together add up to
             ``score(x) - score(x')``; ``baseline`` may then be a structure.
+        embedding, pad_id, padding_mask: token inputs only (docs/text.md): the
+            embedding layer to explain at (default: the one the ids flow into),
+            the padding id, the input marking real tokens (default: one named
+            ``padding_mask``); padding maps to 0.
+
+    Token ids: a path in embedding space from ``e'`` (``baseline``: ``None`` zeros,
+    ``"pad"`` the embedding of ``pad_id`` (0), or a token id); padding stays put.
 
     Returns:
         ``(scores, maps)``: the scores at ``inputs`` ``(batch, units)`` and the
@@ -293,6 +336,11 @@ def integrated_gradients(
     """
     alphas, weights = path_points(n_steps, rule)
     check_chunk_size(chunk_size)
+    if has_tokens(inputs, explained_inputs):  # token ids: a path in embedding space
+        return token_integrated_gradients(
+            model, inputs, indices, indices_axis, indices_batch_dims, target, explained_inputs,
+            baseline, alphas, weights, chunk_size, embedding, pad_id, padding_mask,
+        )  # fmt: skip
     if is_structure(inputs):  # one joint path for every explained input
         return integrated_gradient_maps(
             model, inputs, indices, indices_axis, indices_batch_dims, target, explained_inputs,

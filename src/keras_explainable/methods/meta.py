@@ -30,6 +30,7 @@ from ._common import (
     ungroup,
     widen,
 )
+from ._tokens import is_ids, noisy_model
 from ._tta import tta
 from ._wrapping import check_maps as _check_maps
 from ._wrapping import describe as _describe
@@ -82,7 +83,7 @@ def smooth(
     The noise standard deviation is ``noise * (max(x) - min(x))`` of each
     sample (over all its values) when ``noise_type="relative"``, as in the
     paper (``noise`` is the "noise level", 10-20% recommended), or ``noise``
-    itself when ``"absolute"``.
+    itself when ``"absolute"``; token ids get it on their embedding (docs/text.md).
 
     Batching: the clean batch and the noisy copies are stacked along the batch
     axis, ``chunk_size`` groups of ``batch`` rows per call of ``method``
@@ -160,11 +161,11 @@ def smooth(
         spatial_axis=SPATIAL_AXIS,
         **params,
     ):
-        inputs = as_inputs(inputs, structured=True)
-        # a multi-input model: noise on every float input, integer inputs copied
+        inputs = as_inputs(inputs, structured=True, ids=True)
+        # several inputs: noise on the float ones; token ids: on their embedding
         structured = is_structure(inputs)
         items = leaves(inputs) if structured else [inputs]
-        if not structured:
+        if not structured and not is_ids(inputs):
             positive_axes(spatial_axis, len(inputs.shape))
         noisy = [is_float(item) for item in items]
         stddevs = [_stddev(item, noise, noise_type) for item in items]
@@ -190,7 +191,7 @@ def smooth(
             if target is not None:
                 params["target"] = tile_target(target, groups)
             chunk_scores, maps = method(
-                model,
+                noisy_model(model, inputs, params, start == 0, noise, noise_type, generator),
                 pack(inputs, batch) if structured else batch[0],
                 indices=tile_indices(indices, groups, indices_batch_dims),
                 indices_axis=indices_axis,

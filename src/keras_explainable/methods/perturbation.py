@@ -26,6 +26,7 @@ from keras import ops
 
 from .._axes import SPATIAL_AXIS
 from .._inputs import is_structure
+from .._tokens import has_tokens
 from ._common import as_indices, as_inputs, prepare_target
 from ._multi_input import perturbation_maps
 from ._perturbation_common import (
@@ -38,6 +39,7 @@ from ._perturbation_common import (
     _units_of_copies,
 )
 from ._rise import rise, rise_grids, rise_masks  # noqa: F401  (RISE: its own module)
+from ._token_occlusion import token_occlusion
 
 # --------------------------------------------------------------------------- occlusion
 
@@ -93,6 +95,8 @@ def occlusion(
     chunk_size: int | None = 16,
     target=None,
     explained_inputs=None,
+    pad_id=None,
+    padding_mask=None,
 ):
     """Occlusion sensitivity: the score lost when a window of the input is hidden.
 
@@ -129,6 +133,12 @@ def occlusion(
             ``window``/``stride`` apply to the inputs with that many spatial
             axes, other inputs (a feature vector) are occluded one position
             (feature) at a time; ``baseline`` may be a structure like ``inputs``.
+        pad_id, padding_mask: token inputs only (docs/text.md): padding is
+            never replaced and maps to 0.
+
+    Token ids (integer inputs) are occluded by tokens: ``window`` tokens at a
+    time (an int; the image default means 1) are replaced by the token id
+    ``baseline`` (default 0), ``stride`` tokens apart (default ``window``).
 
     Returns:
         ``(scores, maps)``: the clean scores ``(batch, units)`` and the maps
@@ -146,6 +156,12 @@ def occlusion(
         Zeiler & Fergus (2014). Visualizing and Understanding Convolutional
         Networks. ECCV. arXiv:1311.2901.
     """
+    if has_tokens(inputs, explained_inputs):  # token ids: windows of tokens replaced
+        return token_occlusion(
+            model, inputs, indices, indices_axis, indices_batch_dims, target, explained_inputs,
+            window, None if stride == (4, 4) else stride, baseline, chunk_size, pad_id,
+            padding_mask,
+        )  # fmt: skip
     if is_structure(inputs):  # each explained input occluded in turn, the others fixed
         return perturbation_maps(
             occlusion, model, inputs, explained_inputs, target, baseline,
