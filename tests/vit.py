@@ -12,6 +12,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from tests import models
+
 
 class ClassToken(layers.Layer):
     """Puts a learned class token in front of the tokens."""
@@ -40,6 +42,19 @@ def tiny_vit(size=12, patch=4, dim=8, heads=2, blocks=2, classes=3, class_token=
 
     Weights are seeded normals (the same model on every backend).
     """
+    with models.uninitialized():  # JAX: no initializer compiles (the weights are set below)
+        model = _build(size, patch, dim, heads, blocks, classes, class_token)
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        scale = 1.0 if "gamma" in variable.path else 0.5
+        value = rng.normal(1.0 if "gamma" in variable.path else 0.0, scale, variable.shape)
+        variable.assign(value.astype("float32"))
+    if keras.backend.backend() == "jax":
+        keras.backend.clear_session()  # as models.seeded: drop the "to initialize" registry
+    return model
+
+
+def _build(size, patch, dim, heads, blocks, classes, class_token):
     grid = size // patch
     inputs = keras.Input((size, size, 3))
     x = layers.Conv2D(dim, patch, strides=patch, name="patches")(inputs)
@@ -58,48 +73,60 @@ def tiny_vit(size=12, patch=4, dim=8, heads=2, blocks=2, classes=3, class_token=
     x = layers.LayerNormalization(name="final_norm")(x)
     x = x[:, 0] if class_token else layers.GlobalAveragePooling1D(name="pool")(x)
     outputs = layers.Dense(classes, name="logits")(x)
-    model = keras.Model(inputs, outputs, name="tiny_vit")
-    rng = np.random.default_rng(seed)
-    for variable in model.weights:
-        scale = 1.0 if "gamma" in variable.path else 0.5
-        value = rng.normal(1.0 if "gamma" in variable.path else 0.0, scale, variable.shape)
-        variable.assign(value.astype("float32"))
-    return model
+    return keras.Model(inputs, outputs, name="tiny_vit")
 
 
-def _weights(layer):
-    return [np.asarray(keras.ops.convert_to_numpy(w), np.float64) for w in layer.weights]
+class Weights:
+    """The model's weights as float64 numpy arrays, read once: ``weights[name]``."""
+
+    def __init__(self, model):
+        self.names = {layer.name for layer in model.layers}
+        self.arrays = {
+            layer.name: [
+                np.asarray(keras.ops.convert_to_numpy(w), np.float64) for w in layer.weights
+            ]
+            for layer in model.layers
+        }
+        self.epsilon = {
+            layer.name: layer.epsilon
+            for layer in model.layers
+            if isinstance(layer, layers.LayerNormalization)
+        }
+
+    def __getitem__(self, name):
+        return self.arrays[name]
 
 
-def _norm(layer, x):
-    gamma, beta = _weights(layer)
+def _norm(weights, name, x):
+    gamma, beta = weights[name]
     mean = x.mean(-1, keepdims=True)
     var = x.var(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + layer.epsilon) * gamma + beta
+    return (x - mean) / np.sqrt(var + weights.epsilon[name]) * gamma + beta
 
 
 def forward(model, x, replace=None, blocks=2):
-    """``(logits, [A per block])`` in float64; ``replace[block]`` replaces that block's A."""
+    """``(logits, [A per block])`` in float64; ``replace[block]`` replaces that block's A.
+
+    ``model`` is a Keras model or its :class:`Weights`.
+    """
+    weights = model if isinstance(model, Weights) else Weights(model)
     replace = replace or {}
     x = np.asarray(x, np.float64)
-    get = model.get_layer
-    kernel, bias = _weights(get("patches"))
+    kernel, bias = weights["patches"]
     patch = kernel.shape[0]
     b, size = x.shape[0], x.shape[1]
     grid = size // patch
     pieces = x.reshape(b, grid, patch, grid, patch, -1).transpose(0, 1, 3, 2, 4, 5)
     tokens = pieces.reshape(b, grid * grid, -1) @ kernel.reshape(-1, kernel.shape[-1]) + bias
-    names = {layer.name for layer in model.layers}
-    if "class_token" in names:
-        (token,) = _weights(get("class_token"))
+    if "class_token" in weights.names:
+        (token,) = weights["class_token"]
         tokens = np.concatenate([np.broadcast_to(token, (b, 1, token.shape[-1])), tokens], 1)
-    (position,) = _weights(get("positions"))
+    (position,) = weights["positions"]
     tokens = tokens + position
     probabilities = []
     for block in range(blocks):
-        attention = get(f"block{block}_attention")
-        h = _norm(get(f"block{block}_norm1"), tokens)
-        wq, bq, wk, bk, wv, bv, wo, bo = _weights(attention)
+        h = _norm(weights, f"block{block}_norm1", tokens)
+        wq, bq, wk, bk, wv, bv, wo, bo = weights[f"block{block}_attention"]
         q = np.einsum("btd,dnh->btnh", h, wq) + bq
         k = np.einsum("btd,dnh->btnh", h, wk) + bk
         v = np.einsum("btd,dnh->btnh", h, wv) + bv
@@ -110,33 +137,38 @@ def forward(model, x, replace=None, blocks=2):
         probabilities.append(a)
         context = np.einsum("bnts,bsnh->btnh", a, v)
         tokens = tokens + np.einsum("btnh,nhd->btd", context, wo) + bo
-        h = _norm(get(f"block{block}_norm2"), tokens)
-        w1, b1 = _weights(get(f"block{block}_mlp1"))
-        w2, b2 = _weights(get(f"block{block}_mlp2"))
+        h = _norm(weights, f"block{block}_norm2", tokens)
+        w1, b1 = weights[f"block{block}_mlp1"]
+        w2, b2 = weights[f"block{block}_mlp2"]
         tokens = tokens + np.maximum(h @ w1 + b1, 0.0) @ w2 + b2
-    tokens = _norm(get("final_norm"), tokens)
-    pooled = tokens[:, 0] if "class_token" in names else tokens.mean(1)
-    w, bias = _weights(get("logits"))
+    tokens = _norm(weights, "final_norm", tokens)
+    pooled = tokens[:, 0] if "class_token" in weights.names else tokens.mean(1)
+    w, bias = weights["logits"]
     return pooled @ w + bias, probabilities
 
 
 def attention_gradients(model, x, units, blocks=2, eps=1e-5):
     """``d logit[unit] / d A_block`` per sample, by central differences: a list of
-    ``(batch, heads, T, T, units)`` arrays, one per block."""
-    _, probabilities = forward(model, x, blocks=blocks)
-    grads = [np.zeros(a.shape + (len(units[0]),)) for a in probabilities]
+    ``(batch, heads, T, T, units)`` arrays, one per block.
+
+    Every entry of ``A`` is moved by ``+-eps`` in its own copy of the batch, and all
+    the copies run through the numpy forward pass at once.
+    """
+    weights = Weights(model)
+    x = np.asarray(x, np.float64)
+    batch = len(x)
+    _, probabilities = forward(weights, x, blocks=blocks)
+    grads = []
     for block, a in enumerate(probabilities):
-        for index in np.ndindex(a.shape[1:]):
-            steps = []
-            for sign in (1.0, -1.0):
-                moved = a.copy()
-                moved[(slice(None),) + index] += sign * eps
-                steps.append(forward(model, x, {block: moved}, blocks)[0])
-            difference = (steps[0] - steps[1]) / (2 * eps)  # (batch, classes)
-            for u in range(len(units[0])):
-                grads[block][(slice(None),) + index + (u,)] = difference[
-                    np.arange(len(x)), units[:, u]
-                ]
+        entries = int(np.prod(a.shape[1:]))
+        moves = np.eye(entries).reshape((entries, 1) + a.shape[1:]) * eps  # (E, 1, N, T, T)
+        moved = np.concatenate([a[None] + moves, a[None] - moves])  # (2E, batch, N, T, T)
+        copies = np.broadcast_to(x, (2 * entries,) + x.shape).reshape((-1,) + x.shape[1:])
+        logits = forward(weights, copies, {block: moved.reshape((-1,) + a.shape[1:])}, blocks)[0]
+        logits = logits.reshape(2, entries, batch, -1)
+        difference = (logits[0] - logits[1]) / (2 * eps)  # (E, batch, classes)
+        chosen = np.take_along_axis(difference, np.asarray(units)[None], axis=-1)  # (E, b, U)
+        grads.append(chosen.transpose(1, 0, 2).reshape(a.shape + (chosen.shape[-1],)))
     return grads
 
 
