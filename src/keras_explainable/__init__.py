@@ -32,6 +32,7 @@ _SUBMODULES = (
     "methods",
     "metrics",
     "targets",
+    "text",
     "utils",
     "wsol",
 )

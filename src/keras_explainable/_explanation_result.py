@@ -31,7 +31,8 @@ class TargetExplanation:
             when it already is a probability distribution); NaN when the
             explained ``target=`` scores no classes (a regression value).
         heatmap: the map, ``(H, W)`` floats (in ``[0, 1]`` with the default
-            post-processing), at the resolution of the model's input.
+            post-processing), at the resolution of the model's input; for a
+            text, one signed weight per token ``(tokens,)``.
     """
 
     target: int
@@ -48,32 +49,73 @@ class TargetExplanation:
     def __repr__(self):
         return (
             f"TargetExplanation(target={self.target}, name={self.name!r}, score={self.score:.4g}, "
-            f"probability={self.probability:.3f}, heatmap=<{self.heatmap.shape[0]}x"
-            f"{self.heatmap.shape[1]}>)"
+            f"probability={self.probability:.3f}, "
+            f"heatmap=<{'x'.join(str(d) for d in self.heatmap.shape)}>)"
         )
 
 
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
 class Explanation:
-    """What :func:`explain_prediction` found for one image.
+    """What :func:`explain_prediction` found for one image or one text.
 
     Attributes:
-        image: the picture as given, an RGB PIL image at its own resolution.
+        image: the picture as given, an RGB PIL image at its own resolution
+            (``None`` for a text).
         inputs: what the model saw, ``(1, H, W, C)`` float32 (resized and
-            preprocessed).
+            preprocessed); for a text its token ids (a dict for KerasHub models).
         targets: one :class:`TargetExplanation` per explained class, in the
             order asked (the top prediction first when ``targets=None``).
         method: the method's name (``"gradcam"``).
         layer: the explained layer (CAM methods; ``None`` for the others).
         model_name: the model's name.
+        tokens: a text's token strings (``None`` for a picture); each target's
+            ``heatmap`` then holds one signed weight per token.
+        token_mask: per token, False at padding (a text only).
+        text: the text as given (a text only).
     """
 
-    image: Image.Image
+    image: Image.Image | None
     inputs: np.ndarray
     targets: tuple[TargetExplanation, ...]
     method: str
     layer: str | None
     model_name: str
+    tokens: tuple[str, ...] | None = None
+    token_mask: tuple[bool, ...] | None = None
+    text: str | None = None
+
+    @property
+    def weights(self) -> np.ndarray:
+        """A text's per-token weights, ``(targets, tokens)`` (same as ``heatmaps``)."""
+        return self.heatmaps
+
+    def to_html(self, index: int | None = None, merge_words: bool = False) -> str:
+        """A text's tokens highlighted by their weights: green for, red against the class.
+
+        Args:
+            index: one target (its position in ``targets``); ``None``: every target,
+                one line each.
+            merge_words: join word pieces (``##ing``, ``▁word``) into words,
+                summing their weights.
+
+        Returns:
+            an HTML fragment (Jupyter shows it inline; the report embeds it).
+        """
+        from .text._html import highlight  # noqa: PLC0415  (text only)
+
+        if self.tokens is None:
+            raise TypeError(
+                "to_html() shows a text's token weights; this explanation is of a picture: "
+                "use overlay() or figure()."
+            )
+        chosen = self.targets if index is None else [self.targets[index]]
+        skip = None if self.token_mask is None else [not real for real in self.token_mask]
+        return "".join(
+            highlight(self.tokens, t.heatmap, merge_words, self._caption(t), skip) for t in chosen
+        )
+
+    def _repr_html_(self) -> str | None:
+        return None if self.tokens is None else self.to_html()
 
     @property
     def heatmaps(self) -> np.ndarray:
@@ -123,6 +165,8 @@ class Explanation:
                 f"index {index} is out of range: this explanation has {len(self.targets)} "
                 "target(s)."
             )
+        if self.image is None:
+            raise TypeError("overlay() draws on a picture; for a text use to_html().")
         heatmap = self.targets[index].heatmap
         return Image.fromarray(overlay_arrays(self.image, heatmap, cmap=cmap, alpha=alpha))
 
@@ -146,7 +190,9 @@ class Explanation:
             **kwargs,
         )
 
-    def _repr_png_(self) -> bytes:
+    def _repr_png_(self) -> bytes | None:
+        if self.tokens is not None:  # a text shows itself as HTML
+            return None
         buffer = io.BytesIO()
         self.figure(to_buffer=buffer)
         return buffer.getvalue()

@@ -180,7 +180,15 @@ def explain_prediction(
     target=None,
     **params: Any,
 ) -> Explanation:
-    """Explain a classifier's prediction on one picture.
+    """Explain a classifier's prediction on one picture (or one text).
+
+    A text: ``explain_prediction(model, "a sentence", preprocessor=...)`` with a
+    KerasHub preprocessor or tokenizer, or a function text -> token ids (and
+    ``id_to_token=``, id -> str). The token ids are explained at their
+    embedding (``method``: ``"integrated_gradients"`` by default, or
+    ``gradients``, ``gradients_x_inputs``, ``smoothgrad``, ``occlusion``); the
+    :class:`Explanation` has ``tokens`` and one signed weight per token, and
+    ``to_html()`` highlights them (docs/text.md).
 
     Args:
         model: a Keras 3 image classifier (any architecture: functional,
@@ -236,6 +244,14 @@ def explain_prediction(
         via Gradient-based Localization. ICCV. arXiv:1610.02391 (the default
         method); the other methods' references are in :data:`METHODS`.
     """
+    if params.get("preprocessor") is not None:  # a text: see text/_explain.py
+        from .text._explain import explain_text  # noqa: PLC0415
+
+        text_method = "integrated_gradients" if method == "gradcam" else method
+        return explain_text(
+            model, image, params.pop("preprocessor"), targets, text_method, top_k, class_names,
+            target, **params,
+        )  # fmt: skip
     info = get_method(method)
     if not isinstance(model, keras.layers.Layer):
         raise TypeError(

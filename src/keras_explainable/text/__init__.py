@@ -1,0 +1,29 @@
+"""Text models: token attributions, highlighted text, generation attribution.
+
+Token ids are explained at their embedding by the usual methods
+(``ke.gradients``, ``ke.gradients_x_inputs``, ``ke.integrated_gradients``,
+``ke.smoothgrad``, ``ke.occlusion``: see docs/text.md); this package holds what
+is specific to text:
+
+- :func:`highlight`, :func:`merge_pieces`: token weights as highlighted HTML,
+  word pieces merged into words;
+- :class:`TextEncoder`: a KerasHub preprocessor / tokenizer or a callable as
+  ``text -> (model inputs, ids, tokens)``;
+- ``ke.explain_prediction(model, "a sentence", preprocessor=...)`` runs
+  :func:`explain_text`.
+"""
+
+from __future__ import annotations
+
+from ._explain import TEXT_METHODS, explain_text
+from ._html import highlight, merge_pieces
+from ._preprocess import Encoded, TextEncoder
+
+__all__ = [
+    "TEXT_METHODS",
+    "Encoded",
+    "TextEncoder",
+    "explain_text",
+    "highlight",
+    "merge_pieces",
+]
