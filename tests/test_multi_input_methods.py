@@ -171,3 +171,41 @@ def test_a_cam_is_resized_to_the_input_its_branch_reads():
     assert layout.resize_target(4, (1,), 0) == 1  # inputs= wins
     keyed = {"right": np.zeros((1, 4, 4, 1)), "left": np.zeros((1, 8, 8, 1))}
     assert _branches.branch_leaf(model, tap, keyed, 4) == 0  # "right" is the dict's first key
+
+
+def ranks_of(maps):
+    flat = maps.reshape(len(maps), -1)
+    order = np.argsort(-flat, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(flat.shape[1])[None], axis=1)
+    return ranks.reshape(maps.shape)
+
+
+def probabilities(model, image, features, units):
+    logits = numpy(model([image.astype("float32"), features.astype("float32")], training=False))
+    exp = np.exp(logits - logits.max(-1, keepdims=True))
+    return (exp / exp.sum(-1, keepdims=True))[np.arange(len(units)), units]
+
+
+def test_metrics_perturb_every_explained_input_by_its_map(model, x):
+    rng = np.random.default_rng(4)
+    maps = [rng.uniform(size=(N, H, W, 1)), rng.uniform(size=(N, F, 1))]
+    steps = 3
+    result = ke.metrics.deletion(model, x, maps, Y, steps=steps, batch_size=8)
+    image_ranks, feature_ranks = ranks_of(maps[0][..., 0]), ranks_of(maps[1][..., 0])
+    expected = []
+    for k in range(steps + 1):
+        image = np.where((image_ranks < k * H * W // steps)[..., None], 0.0, x[0])
+        features = np.where(feature_ranks < k * F // steps, 0.0, x[1])
+        expected.append(probabilities(model, image, features, Y))
+    np.testing.assert_allclose(result.curves, np.stack(expected, 1), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(result.fractions, np.arange(steps + 1) / steps)
+    # a None map leaves its input as it is; confidence_change multiplies by the map
+    only = ke.metrics.confidence_change(model, x, {"features": maps[1]}, Y)
+    low, span = maps[1].min((1, 2))[:, None], np.ptp(maps[1][..., 0], axis=1)[:, None]
+    scaled = (maps[1][..., 0] - low) / span
+    np.testing.assert_allclose(
+        only.explained, probabilities(model, x[0], x[1] * scaled, Y), rtol=1e-4, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="give one per input"):
+        ke.metrics.deletion(model, x, maps[:1], Y)

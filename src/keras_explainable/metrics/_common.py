@@ -15,7 +15,7 @@ from keras import ops
 
 from .. import targets
 from ..engine.checks import check_units
-from ..engine.data import to_numpy
+from ..engine.data import Columns, to_numpy
 from ..engine.step import get_scores_step, run_padded
 
 # --------------------------------------------------------------------------- checks
@@ -160,6 +160,11 @@ def normalized_auc(curves) -> np.ndarray:
 # --------------------------------------------------------------------------- scoring
 
 
+def _model_dtype(array: np.ndarray):
+    """float32 for a float input, the integers of an integer one (token ids, codes)."""
+    return np.float32 if np.issubdtype(array.dtype, np.floating) else array.dtype
+
+
 class Scorer:
     """Batched, compiled forward passes returning the model's activated outputs.
 
@@ -201,7 +206,11 @@ class Scorer:
         """Activated outputs ``(rows, classes)`` of a numpy batch of any length."""
         results = []
         for start in range(0, len(inputs), self.batch_size):
-            chunk = np.ascontiguousarray(inputs[start : start + self.batch_size], dtype=np.float32)
+            chunk = inputs[start : start + self.batch_size]
+            if isinstance(chunk, Columns):  # a multi-input model: integer inputs kept
+                chunk = chunk.map(lambda a: np.ascontiguousarray(a, _model_dtype(a)))
+            else:
+                chunk = np.ascontiguousarray(chunk, dtype=np.float32)
             out = np.asarray(run_padded(self._step, chunk, None, self.batch_size), np.float64)
             if out.ndim != 2:
                 raise ValueError(

@@ -17,8 +17,9 @@ from typing import NamedTuple
 import numpy as np
 from keras import ops
 
-from ._common import Scorer, as_images, as_maps, normalize_maps, normalized_auc, pixel_ranks
+from ._common import Scorer, as_images, normalize_maps, normalized_auc, pixel_ranks
 from ._common import positive_int as _positive_int
+from ._inputs import as_inputs
 
 #: RISE's blur for the insertion substrate: an 11×11 Gaussian kernel, sigma 5.
 BLUR_KERNEL = 11
@@ -75,13 +76,17 @@ def gaussian_blur(x, kernel_size: int = BLUR_KERNEL, sigma: float = BLUR_SIGMA) 
 
 
 def _substrate(substrate, x: np.ndarray, name: str) -> np.ndarray:
-    """The image that pixels are replaced with (deletion) or revealed from (insertion)."""
+    """The image that pixels are replaced with (deletion) or revealed from (insertion).
+
+    A feature vector (an input of a multi-input model) has no blur: ``"blur"``
+    starts it from zeros.
+    """
     if isinstance(substrate, str):
         if substrate != "blur":
             raise ValueError(
                 f"`{name}` is a number, an array, a function or 'blur'; got {substrate!r}."
             )
-        return gaussian_blur(x)
+        return gaussian_blur(x) if x.ndim == 4 else np.zeros_like(x)
     if callable(substrate):
         value = np.asarray(ops.convert_to_numpy(substrate(x)))
     else:
@@ -98,29 +103,31 @@ def _substrate(substrate, x: np.ndarray, name: str) -> np.ndarray:
 def _causal_curves(
     mode, model, x, maps, y, steps, substrate, activation, batch_size, jit_compile, target
 ) -> CausalCurves:
-    x = as_images(x)
-    n, height, width, _ = x.shape
-    maps = as_maps(maps, n, size=(height, width))
-    pixels = height * width
-    steps = min(_positive_int(steps, "steps"), pixels)
-    base = _substrate(substrate, x, "substrate")
+    inputs = as_inputs(model, x, maps)
+    parts = inputs.parts  # each explained input, perturbed by its own map at the same pace
+    steps = min(_positive_int(steps, "steps"), max(part.positions for part in parts))
+    bases = [_substrate(substrate, part.values, "substrate") for part in parts]
     scorer = Scorer(model, activation, batch_size, jit_compile, target)
-    units = scorer.units(x, y)
-    counts = (np.arange(steps + 1) * pixels) // steps  # pixels changed after each step
-    ranks = pixel_ranks(maps)
+    units = scorer.units(inputs.columns, y)
+    counts = [(np.arange(steps + 1) * part.positions) // steps for part in parts]
+    ranks = [pixel_ranks(part.maps) for part in parts]
     points = steps + 1
 
     def build(start, stop):
         rows = np.arange(start, stop)
         image, step = rows // points, rows % points
-        changed = (ranks[image] < counts[step][:, None, None])[..., None]
-        if mode == "deletion":
-            return np.where(changed, base[image], x[image])
-        return np.where(changed, x[image], base[image])
+        replaced = {}
+        for part, base, rank, count in zip(parts, bases, ranks, counts):
+            at = rank[image]
+            changed = part.spread(at < count[step].reshape((-1,) + (1,) * (at.ndim - 1)))
+            first, second = (base, part.values) if mode == "deletion" else (part.values, base)
+            replaced[part.position] = np.where(changed, first[image], second[image])
+        return inputs.with_parts(image, replaced)
 
+    n = len(parts[0].values)
     curves = scorer.scores_of_rows(n * points, build, np.repeat(units, points))
     curves = curves.reshape(n, points)
-    return CausalCurves(normalized_auc(curves), curves, counts / pixels, units)
+    return CausalCurves(normalized_auc(curves), curves, counts[0] / parts[0].positions, units)
 
 
 def deletion(
@@ -182,19 +189,7 @@ def deletion(
         Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of
         Black-box Models", BMVC 2018.
     """
-    return _causal_curves(
-        "deletion",
-        model,
-        x,
-        maps,
-        y,
-        steps,
-        substrate,
-        activation,
-        batch_size,
-        jit_compile,
-        target,
-    )
+    return _causal_curves("deletion", **locals())  # locals(): exactly the arguments
 
 
 def insertion(
@@ -244,19 +239,7 @@ def insertion(
         Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of
         Black-box Models", BMVC 2018.
     """
-    return _causal_curves(
-        "insertion",
-        model,
-        x,
-        maps,
-        y,
-        steps,
-        substrate,
-        activation,
-        batch_size,
-        jit_compile,
-        target,
-    )
+    return _causal_curves("insertion", **locals())  # locals(): exactly the arguments
 
 
 class ConfidenceChange(NamedTuple):
@@ -324,14 +307,18 @@ def confidence_change(
         Chattopadhay, Sarkar, Howlader & Balasubramanian, "Grad-CAM++: Generalized
         Gradient-based Visual Explanations for Deep Convolutional Networks", WACV 2018.
     """
-    x = as_images(x)
-    n, height, width, _ = x.shape
-    maps = normalize_maps(as_maps(maps, n, size=(height, width)))
+    inputs = as_inputs(model, x, maps)
     scorer = Scorer(model, activation, batch_size, jit_compile, target)
-    units = scorer.units(x, y)
-    rows = np.arange(n)
-    original = scorer(x)[rows, units]
-    explained = scorer((x * maps[..., None]).astype(x.dtype))[rows, units]
+    units = scorer.units(inputs.columns, y)
+    rows = np.arange(len(units))
+    original = scorer(inputs.columns)[rows, units]
+    replaced = {
+        part.position: (part.values * part.spread(normalize_maps(part.maps))).astype(
+            part.values.dtype
+        )
+        for part in inputs.parts
+    }
+    explained = scorer(inputs.with_parts(rows, replaced))[rows, units]
     drop = np.maximum(0.0, original - explained) / np.maximum(original, 1e-12)
     increase = original < explained
     return ConfidenceChange(
