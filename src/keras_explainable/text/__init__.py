@@ -10,20 +10,25 @@ is specific to text:
 - :class:`TextEncoder`: a KerasHub preprocessor / tokenizer or a callable as
   ``text -> (model inputs, ids, tokens)``;
 - ``ke.explain_prediction(model, "a sentence", preprocessor=...)`` runs
-  :func:`explain_text`.
+  :func:`explain_text`;
+- :func:`generation_attribution`: which prompt tokens drove each token a causal
+  language model generated (a ``(generated, context)`` matrix, in one step).
 """
 
 from __future__ import annotations
 
 from ._explain import TEXT_METHODS, explain_text
+from .generation import GenerationAttribution, generation_attribution
 from ._html import highlight, merge_pieces
 from ._preprocess import Encoded, TextEncoder
 
 __all__ = [
     "TEXT_METHODS",
     "Encoded",
+    "GenerationAttribution",
     "TextEncoder",
     "explain_text",
+    "generation_attribution",
     "highlight",
     "merge_pieces",
 ]
