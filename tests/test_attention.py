@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import keras_explainable as ke
-from keras_explainable import _taps
+from keras_explainable import _attention, _taps
 from keras_explainable.methods import attention
 from tests import models, vit
 
@@ -156,7 +156,7 @@ def test_bad_input_is_a_clear_error(model, data):
         attention.attention_rollout(model, x, y, head_fusion="sum")
     with pytest.raises(ValueError, match=r"discard_ratio .* in \[0, 1\)"):
         attention.attention_rollout(model, x, y, discard_ratio=1.0)
-    with pytest.raises(ValueError, match=r"token_grid=\(4, 4\).*must be 10"):
+    with pytest.raises(ValueError, match=r"10 tokens, which is not 0 prefix tokens \+ a 4x4"):
         attention.attention_rollout(model, x, y, token_grid=(4, 4))
 
     inputs = keras.Input((4, 4))
@@ -178,13 +178,35 @@ def test_bad_input_is_a_clear_error(model, data):
     assert _taps.installed_layers() == 0
 
 
-def test_token_grid_guess():
-    from keras_explainable._attention import token_grid
-
-    assert token_grid(17, (32, 32)) == (1, (4, 4))  # ViT: a class token
-    assert token_grid(21, (32, 32)) == (5, (4, 4))  # DINOv2: class + 4 registers
-    assert token_grid(16, (32, 32)) == (0, (4, 4))  # no class token
-    assert token_grid(13, (24, 32)) == (1, (3, 4))  # not square
-    assert token_grid(17, (32, 32), grid=(2, 8)) == (1, (2, 8))
-    with pytest.raises(ValueError, match="fit no patch grid.*token_grid="):
-        token_grid(40, (32, 32), prefix_tokens=0)
+def test_keras_hub_vit_and_dinov2_with_registers():
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = models.build_seeded(
+        lambda: keras_hub.models.ViTBackbone(
+            image_shape=(32, 32, 3), patch_size=8, num_layers=2, num_heads=2, hidden_dim=16,
+            mlp_dim=32,
+        )
+    )  # fmt: skip
+    vit_model = keras_hub.models.ViTImageClassifier(backbone, num_classes=5, activation=None)
+    dinov2 = models.build_seeded(
+        lambda: keras_hub.models.DINOV2Backbone(
+            patch_size=8, num_layers=2, hidden_dim=16, num_heads=2, intermediate_dim=32,
+            num_register_tokens=4, use_swiglu_ffn=False, image_shape=(32, 32, 3),
+        )
+    )  # fmt: skip
+    for variable in dinov2.weights:  # seeded at 0 (vectors), the layer scales would mute blocks
+        if "layer_scale" in variable.path:
+            variable.assign(np.ones(variable.shape, variable.dtype))
+    images = keras.Input((32, 32, 3))
+    tokens = dinov2(images)  # a class token, 4 registers, 4 x 4 patches
+    head = keras.layers.Dense(3, name="head")
+    dinov2_model = keras.Model(images, head(tokens[:, 0]))
+    models.he_normal_weights(head)
+    x = np.random.default_rng(4).uniform(0, 1, (1, 32, 32, 3)).astype("float32")
+    for model in (vit_model, dinov2_model):
+        assert len(_attention.attention_layers(model)) == 2
+        for method in (ke.attention_rollout, ke.transformer_attribution):
+            scores, raw = method(model, x, [1], **RAW)  # on the 4 x 4 patch grid
+            assert scores.shape == (1, 1) and np.isfinite(scores).all(), method.__name__
+            assert raw.shape == (1, 4, 4, 1) and np.isfinite(raw).all(), method.__name__
+            assert np.ptp(raw) > 0, method.__name__  # prefix tokens dropped, a real map
+    assert _taps.installed_layers() == 0

@@ -22,8 +22,6 @@ the order the blocks run in.
 
 from __future__ import annotations
 
-import math
-
 import keras
 
 from . import _compat, _layers
@@ -128,52 +126,3 @@ def check_probabilities(taps, positions, probabilities) -> int:
             )
         tokens = shape[-1]
     return tokens
-
-
-def token_grid(tokens: int, spatial, prefix_tokens=None, grid=None) -> tuple[int, tuple[int, int]]:
-    """``(prefix_tokens, (gh, gw))``: how ``tokens`` tokens cover an input of size ``spatial``.
-
-    The tokens are ``prefix_tokens`` non-patch tokens in front (class,
-    distillation, register tokens) followed by the ``gh x gw`` patches, row by
-    row. Unless given, the prefix is the smallest count (at most 16) that leaves
-    a grid some patch size cuts the input into (``gh = H // p``, ``gw = W // p``,
-    or rounded up).
-
-    Raises:
-        ValueError: when no grid fits, or the given grid and prefix do not add up.
-    """
-    if len(spatial) != 2:
-        raise ValueError(
-            f"The attention methods map tokens onto a 2-D patch grid; the inputs have "
-            f"{len(spatial)} spatial axes ({tuple(spatial)}). Explain 2-D images."
-        )
-    height, width = (int(s) for s in spatial)
-    if grid is not None:
-        gh, gw = (int(g) for g in grid)
-        prefix = tokens - gh * gw if prefix_tokens is None else int(prefix_tokens)
-        if prefix < 0 or prefix + gh * gw != tokens:
-            raise ValueError(
-                f"token_grid={tuple(grid)} with prefix_tokens={prefix_tokens} does not fit "
-                f"the {tokens} tokens of the attention layers: gh * gw + prefix_tokens must "
-                f"be {tokens}."
-            )
-        return prefix, (gh, gw)
-    prefixes = range(min(16, tokens - 1) + 1) if prefix_tokens is None else [int(prefix_tokens)]
-    for prefix in prefixes:
-        patches = tokens - prefix
-        if patches < 1:
-            continue
-        for size in range(1, max(height, width) + 1):
-            for gh, gw in (
-                (height // size, width // size),
-                (math.ceil(height / size), math.ceil(width / size)),
-            ):
-                if gh * gw == patches and (prefix_tokens is not None or patches > prefix):
-                    return prefix, (gh, gw)
-    raise ValueError(
-        f"The attention layers attend over {tokens} tokens, which fit no patch grid of the "
-        f"{height}x{width} inputs"
-        + ("" if prefix_tokens is None else f" after {prefix_tokens} prefix tokens")
-        + ". Pass token_grid=(gh, gw) (and prefix_tokens=, the class/register tokens in "
-        "front) to say how the tokens cover the image."
-    )

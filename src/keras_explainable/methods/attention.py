@@ -22,15 +22,16 @@ unit, like Eigen-CAM); transformer attribution runs one forward and one
 backward pass (``∇A = d score / d A``) and is class-specific.
 
 The prefix tokens (class, distillation, register tokens) and the grid are found
-from the token count and the input size (:func:`keras_explainable._attention.token_grid`);
-``token_grid=(gh, gw)`` and ``prefix_tokens=`` say it when the guess is wrong.
+from the token count, the input size and the patch stride, as for the CAMs of a
+token layer (:mod:`keras_explainable._token_grid`); ``token_grid=(gh, gw)`` and
+``prefix_tokens=`` (or those of an exposed model) say it when the guess is wrong.
 """
 
 from __future__ import annotations
 
 from keras import ops
 
-from .. import _attention, backend
+from .. import _attention, _token_grid, backend
 from .._axes import SPATIAL_AXIS
 from ._common import (
     as_indices,
@@ -66,17 +67,31 @@ def _record(model, inputs, indices, indices_axis, indices_batch_dims, target, gr
     return inputs, scores, [widen(a) for a in probabilities], grads, tokens
 
 
-def _patch_maps(relevance, inputs, tokens, spatial_axis, token_grid, prefix_tokens):
+def _patch_maps(model, relevance, inputs, tokens, spatial_axis, token_grid, prefix_tokens):
     """``(batch, gh, gw, units)`` maps from ``relevance`` ``(batch, units, T, T)``."""
+    if token_grid is None and prefix_tokens is None:  # an exposure may say how the tokens lie
+        token_grid = getattr(model, "token_grid", None)
+        prefix_tokens = getattr(model, "prefix_tokens", None)
+    token_grid, prefix_tokens = _token_grid.check_options(token_grid, prefix_tokens)
     axes = positive_axes(spatial_axis, len(inputs.shape))
-    spatial = [inputs.shape[a] for a in axes]
-    prefix, (gh, gw) = _attention.token_grid(tokens, spatial, prefix_tokens, token_grid)
-    if prefix:
-        rows = relevance[:, :, 0, prefix:]  # the class token's row over the patches
+    if len(axes) != 2:
+        raise ValueError(
+            f"The attention methods map tokens onto the patch grid of 2-D images; the inputs "
+            f"have shape {tuple(inputs.shape)} with spatial axes {axes}. Explain 2-D images."
+        )
+    layout = _token_grid.token_layout(
+        tokens,
+        [inputs.shape[a] for a in axes],
+        _token_grid.patch_strides(model),
+        token_grid,
+        prefix_tokens,
+        name="the attention layers",
+    )
+    if layout.prefix:
+        rows = relevance[:, :, 0]  # the class token's row
     else:
         rows = ops.mean(relevance, axis=2)  # no class token: the mean row
-    maps = ops.reshape(rows, (-1, relevance.shape[1], gh, gw))
-    return ops.transpose(maps, (0, 2, 3, 1))
+    return layout.to_grid(ops.transpose(rows, (0, 2, 1)))  # (batch, T, units) -> the grid
 
 
 def _check_options(head_fusion, discard_ratio):
@@ -168,7 +183,9 @@ def attention_rollout(
         fused = fused + identity
         fused = fused / ops.sum(fused, axis=-1, keepdims=True)
         rollout = fused if rollout is None else ops.matmul(fused, rollout)
-    maps = _patch_maps(rollout[:, None], inputs, tokens, spatial_axis, token_grid, prefix_tokens)
+    maps = _patch_maps(
+        model, rollout[:, None], inputs, tokens, spatial_axis, token_grid, prefix_tokens
+    )
     units = scores.shape[-1]
     return scores, ops.repeat(maps, units, axis=-1)
 
@@ -232,5 +249,5 @@ def transformer_attribution(
             relevance = ops.eye(tokens, dtype=weighted.dtype) + weighted  # R = I + Ā I
         else:
             relevance = relevance + ops.matmul(weighted, relevance)
-    maps = _patch_maps(relevance, inputs, tokens, spatial_axis, token_grid, prefix_tokens)
+    maps = _patch_maps(model, relevance, inputs, tokens, spatial_axis, token_grid, prefix_tokens)
     return scores, maps
