@@ -250,7 +250,7 @@ def explain_prediction(
         text_method = "integrated_gradients" if method == "gradcam" else method
         return explain_text(
             model, image, params.pop("preprocessor"), targets, text_method, top_k, class_names,
-            target, **params,
+            target, helpers=globals(), **params,
         )  # fmt: skip
     info = get_method(method)
     if not isinstance(model, keras.layers.Layer):

@@ -299,8 +299,8 @@ def token_integrated_gradients(
 # --------------------------------------------------------------------------- smoothing
 
 
-def noisy_model(model, inputs, params, clean_first, noise, noise_type, generator):
-    """``model`` with Gaussian noise (from ``generator``) on the token embeddings.
+def noisy_model(model, inputs, params, clean_first, noise, noise_type, draw):
+    """``model`` with Gaussian noise ``draw(shape, dtype)`` on the token embeddings.
 
     The standard deviation is ``noise`` times each row's range over tokens and
     dim (``noise_type="relative"``) or ``noise``. With ``clean_first`` the
@@ -327,9 +327,7 @@ def noisy_model(model, inputs, params, clean_first, noise, noise_type, generator
         if noise_type == "relative":
             e = ops.stop_gradient(output)
             scale = noise * (ops.max(e, (1, 2), keepdims=True) - ops.min(e, (1, 2), keepdims=True))
-        from .meta import _normal  # noqa: PLC0415  (meta imports this module)
-
-        drawn = _normal(ops.shape(output), output.dtype, generator) * scale
+        drawn = draw(ops.shape(output), output.dtype) * scale
         rows = ops.arange(ops.shape(output)[0])
         keep = ops.reshape(ops.cast(rows >= clean_rows, output.dtype), (-1, 1, 1))
         return output + drawn * keep

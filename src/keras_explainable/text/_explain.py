@@ -11,6 +11,7 @@ report like a picture's.
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,7 @@ def explain_text(
     class_names=None,
     target=None,
     id_to_token=None,
+    helpers=None,
     **params: Any,
 ) -> Explanation:
     """Explain a text classifier's prediction on one text (see ``ke.explain_prediction``).
@@ -55,8 +57,10 @@ def explain_text(
     The defaults keep the weights signed (``postprocessing=None``); Integrated
     Gradients starts from the pad token's embedding (``baseline="pad"``,
     ``pad_id`` default 0) with 32 steps, occlusion hides one token at a time.
+    ``helpers``: ``keras_explainable.explanation``'s globals (its target and
+    class-name helpers; passed in, so that this module does not import it back).
     """
-    from .. import explanation as _explanation  # noqa: PLC0415  (it imports this module lazily)
+    _explanation = types.SimpleNamespace(**helpers)
 
     info = get_method(method)
     if info.name not in TEXT_METHODS:
