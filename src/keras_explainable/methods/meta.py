@@ -152,7 +152,7 @@ def smooth(
         raise TypeError(f"seed is an int, None or a keras.random.SeedGenerator; got {seed!r}.")
     noise = float(noise)
 
-    def draw(shape, dtype):  # token ids: the noise goes on their embedding (_tokens.py)
+    def token_noise(shape, dtype):  # token ids: the noise goes on their embedding (_tokens.py)
         return _normal(shape, dtype, generator)
 
     def smoothed(
@@ -194,7 +194,7 @@ def smooth(
             if target is not None:
                 params["target"] = tile_target(target, groups)
             chunk_scores, maps = method(
-                noisy_model(model, inputs, params, start == 0, noise, noise_type, draw),
+                noisy_model(model, inputs, params, start == 0, noise, noise_type, token_noise),
                 pack(inputs, batch) if structured else batch[0],
                 indices=tile_indices(indices, groups, indices_batch_dims),
                 indices_axis=indices_axis,
