@@ -41,26 +41,44 @@ def _resolve_layer_name(model, layer):
     return layer
 
 
-def _expose(model, layer, input_shape, convention=True):
-    """An exposed model for ``layer`` (cached per model and layer).
+def _expose(model, layer, input_shape, convention=True, token_grid=None, prefix_tokens=None):
+    """An exposed model for ``layer`` (cached per model, layer and token layout).
 
     ``convention``: a model with several outputs, all but the first spatial, is
     taken as ``[logits, *activations]`` (false when a target picks one of its outputs).
+    ``token_grid`` / ``prefix_tokens``: how a token layer's tokens lie on the
+    patch grid (see :func:`ke.inspection.expose`).
     """
+    tokens = (token_grid, prefix_tokens) != (None, None)
+    if tokens and layer is None:
+        if isinstance(model, inspection.ExposedModel):  # its own signals, with the layout
+            return inspection.ExposedModel(
+                model.explained_model, model.logits_tap, model.activation_taps,
+                token_grid=token_grid, prefix_tokens=prefix_tokens,
+            )  # fmt: skip
+        if convention and inspection.exposes_activations(model):
+            layer = [
+                {"layer": tap.layer, "link": tap.link, "node": tap.call_index}
+                for tap in inspection.activation_taps(model)
+            ]
     if isinstance(model, inspection.ExposedModel) and layer is None:
         return model
     if layer is None and not isinstance(model, inspection.ExposedModel):
         if convention and inspection.exposes_activations(model):  # [logits, activations]
             return model
     key = _layer_key(layer)
+    if key is not _UNCACHEABLE and tokens:
+        grid = None if token_grid is None else tuple(token_grid)
+        key = (key, "tokens", grid, prefix_tokens)
     try:
         cache = _EXPOSED.setdefault(model, {})
     except TypeError:
         cache = {}
     if key is _UNCACHEABLE or key not in cache:
         exposed = inspection.expose(
-            model, arguments=_resolve_layer_name(model, layer), input_shape=input_shape
-        )
+            model, arguments=_resolve_layer_name(model, layer), input_shape=input_shape,
+            token_grid=token_grid, prefix_tokens=prefix_tokens,
+        )  # fmt: skip
         if key is _UNCACHEABLE:
             return exposed
         cache[key] = exposed

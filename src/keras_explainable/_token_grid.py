@@ -32,7 +32,7 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
-from . import _inputs, _layers
+from . import _compat, _inputs, _layers
 from ._axes import positive_axes
 from ._taps import Tap
 
@@ -158,10 +158,15 @@ def token_layout(count, size, strides=None, token_grid=None, prefix_tokens=None,
             )
         prefix = count - math.prod(token_grid) if prefix_tokens is None else prefix_tokens
         if prefix < 0 or prefix + math.prod(token_grid) != count:
+            grid = "x".join(map(str, token_grid))
+            what = (
+                f"fewer than the {math.prod(token_grid)} patches of a {grid} grid"
+                if prefix_tokens is None
+                else f"not {prefix_tokens} prefix tokens + a {grid} grid"
+            )
             raise ValueError(
-                f"{tokens}, which is not {prefix_tokens or 0} prefix tokens + a "
-                f"{'x'.join(map(str, token_grid))} grid. Give a token_grid (and prefix_tokens) "
-                "that add up to the token count."
+                f"{tokens}, {what}. Give a token_grid (and prefix_tokens) that add up to the "
+                "token count."
             )
         return TokenLayout(prefix, tuple(token_grid))
     preferred, others = _candidate_grids(size, strides)
@@ -296,7 +301,21 @@ def _pools_prefix(count, size, strides) -> bool:
         return True
 
 
-def _tap(call, link="output") -> Tap:
+def _tap(call, link="output", calls=()) -> Tap:
+    """A tap on ``call``; its input as the output of the layer producing it, when one does.
+
+    The producer's output is the same tensor seen by *every* layer reading it
+    (a residual connection too), which is what replacing it (Ablation-CAM)
+    should change, and the name the user knows it by.
+    """
+    if link == "input":
+        nodes = _compat.inbound_nodes(call["layer"])
+        parents = nodes[0].parent_nodes if len(nodes) == 1 else []
+        producer = parents[0].operation if len(parents) == 1 else None
+        if producer is not None and len(_compat.inbound_nodes(producer)) == 1:
+            for candidate in calls:
+                if candidate["layer"] is producer and candidate["call_index"] == 0:
+                    return _tap(candidate)
     return Tap(call["layer"], call["call_index"], call["path"], link=link)
 
 
@@ -320,7 +339,7 @@ def last_block_tap(calls, after: int = -1, size=None, strides=None) -> Tap | Non
     if blocks:
         last = blocks[-1]
         before = _pools_prefix(last["output_shape"][1], size, strides)
-        return _tap(last, "input" if before else "output")
+        return _tap(last, "input" if before else "output", calls)
     tokens = [(i, c) for i, c in enumerate(calls) if _tokens(c["output_shape"])]
     leaves = [(i, c) for i, c in tokens if not _layers._sublayers(c["layer"])]
     if not leaves:
@@ -330,10 +349,10 @@ def last_block_tap(calls, after: int = -1, size=None, strides=None) -> Tap | Non
         # the input of the last block: the input of its first norm (pre-norm blocks)
         earlier = [c for i, c in norms if i < attention[-1]]
         if earlier:
-            return _tap(earlier[-1], "input")
+            return _tap(earlier[-1], "input", calls)
     final = [c for i, c in norms if i > attention[-1]]
     if final:
-        return _tap(final[-1], "input")
+        return _tap(final[-1], "input", calls)
     later = [c for i, c in leaves if i > attention[-1]]
     return _tap(later[-1] if later else calls[attention[-1]])
 

@@ -178,6 +178,8 @@ def explain_prediction(
     class_names=None,
     preprocessing="none",
     target=None,
+    token_grid=None,
+    prefix_tokens=None,
     **params: Any,
 ) -> Explanation:
     """Explain a classifier's prediction on one picture (or one text).
@@ -221,6 +223,11 @@ def explain_prediction(
             ``ke.targets.segmentation()`` (give ``targets=``: the classes whose
             region is explained) or a function. ``targets`` then indexes the
             units the target scores, and ``top_k`` picks its highest ones.
+        token_grid: for a vision transformer's token layer, the patch grid
+            ``(gh, gw)`` its tokens lie on; ``None`` guesses it (see
+            :func:`ke.inspection.expose`). CAM methods only.
+        prefix_tokens: the number of class/distillation/register tokens in
+            front of the patch tokens; ``None`` guesses it. CAM methods only.
         **params: passed to ``ke.explain``: the method's own parameters and
             ``postprocessing`` / ``resizing`` to override the defaults.
 
@@ -258,10 +265,13 @@ def explain_prediction(
             f"`model` must be a Keras 3 model; got a {type(model).__name__}. Load it with "
             "keras.saving.load_model(...)."
         )
-    if layer is not None and not info.uses_layer:
+    given = "`layer`" if layer is not None else None
+    if (token_grid, prefix_tokens) != (None, None):
+        given = "`token_grid` / `prefix_tokens`"
+    if given is not None and not info.uses_layer:
         raise ValueError(
-            f"The method {info.name!r} explains the input pixels and takes no `layer`; drop "
-            "`layer`, or pick a CAM method ("
+            f"The method {info.name!r} explains the input pixels and takes no {given}; drop "
+            "it, or pick a CAM method ("
             + ", ".join(n for n, i in METHODS.items() if i.uses_layer)
             + ")."
         )
@@ -278,7 +288,9 @@ def explain_prediction(
     explained_model, layer_name = model, None
     convention = bound is None or not bound.reads_model_outputs
     if info.uses_layer:
-        explained_model = _expose(model, layer, tuple(inputs.shape), convention)
+        explained_model = _expose(
+            model, layer, tuple(inputs.shape), convention, token_grid, prefix_tokens
+        )
         taps = inspection.activation_taps(
             explained_model, input_shape=tuple(inputs.shape), convention=convention
         )

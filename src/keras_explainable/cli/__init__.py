@@ -4,8 +4,8 @@ Commands::
 
     keras-explainable demo [--out DIR] [--force]
     keras-explainable explain MODEL IMAGE_OR_FOLDER... [--method gradcam] [--top-k 1]
-        [--layer NAME] [--out DIR] [--preprocess MODE] [--class-names FILE]
-        [--output NAME] [--regression [INDEX] [--decrease]]
+        [--layer NAME] [--token-grid GHxGW] [--prefix-tokens N] [--out DIR]
+        [--preprocess MODE] [--class-names FILE] [--output NAME] [--regression [INDEX] [--decrease]]
     keras-explainable methods
 
 ``explain`` loads ``MODEL`` (a ``.keras`` / ``.h5`` file, loaded with
@@ -246,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--layer", default=None,
         help="layer for CAM methods: a name, outer/inner path or index (default: automatic)",
+    )  # fmt: skip
+    explain.add_argument(
+        "--token-grid", default=None, metavar="GHxGW",
+        help="a vision transformer's token layer: its patch grid, e.g. 14x14 (default: guessed)",
+    )  # fmt: skip
+    explain.add_argument(
+        "--prefix-tokens", type=int, default=None, metavar="N",
+        help="tokens before the patch tokens (class, distillation, registers; default: guessed)",
     )  # fmt: skip
     explain.add_argument("--out", default="explanations", help="report folder (./explanations)")
     explain.add_argument(

@@ -141,21 +141,39 @@ def parse_layer(value: str | None):
     return text
 
 
-def check_layer(model, layer, methods: Sequence[str]) -> None:
-    """Fail early (exit 2) on a layer the model lacks, or a layer given to a non-CAM method."""
-    if layer is None:
+def parse_token_grid(value: str | None):
+    """``--token-grid 14x14`` (or ``14,14``) as a tuple of ints; None when not given."""
+    if value is None:
+        return None
+    parts = value.lower().replace(",", "x").split("x")
+    if not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise CommandError(
+            f"--token-grid takes the patch grid as GHxGW, e.g. 14x14; got {value!r}.", EXIT_USAGE
+        )
+    return tuple(int(part) for part in parts)
+
+
+def check_layer(model, layer, methods: Sequence[str], tokens=None) -> None:
+    """Fail early (exit 2) on a layer the model lacks, or a layer given to a non-CAM method.
+
+    ``tokens``: ``{"token_grid": ..., "prefix_tokens": ...}`` (``--token-grid``,
+    ``--prefix-tokens``), checked the same way.
+    """
+    tokens = {k: v for k, v in (tokens or {}).items() if v is not None}
+    if layer is None and not tokens:
         return
+    option = "--layer" if layer is not None else "--token-grid/--prefix-tokens"
     known, _ = registry()
     for name in methods:
         if not known[name].uses_layer:
             cams = ", ".join(n for n, i in known.items() if i.uses_layer)
             raise CommandError(
-                f"--layer applies to CAM methods ({cams}); {name!r} explains the input pixels.",
+                f"{option} applies to CAM methods ({cams}); {name!r} explains the input pixels.",
                 EXIT_USAGE,
             )
     try:
         shape = inspection.input_shape_of(model)
-        _expose(model, layer, None if shape is None else (1,) + tuple(shape[1:]))
+        _expose(model, layer, None if shape is None else (1,) + tuple(shape[1:]), **tokens)
     except (ValueError, TypeError) as error:
         raise CommandError(one_line(error), EXIT_USAGE) from None
 
@@ -176,8 +194,12 @@ def run(
     class_names=None,
     verbose: int = 1,
     target=None,
+    tokens=None,
 ) -> tuple[Report, Path]:
-    """Explain every image with every method and write the report; returns it and its page."""
+    """Explain every image with every method and write the report; returns it and its page.
+
+    ``tokens``: ``token_grid`` / ``prefix_tokens`` for explain_prediction.
+    """
     report = Report(out, title=title, details=details)
     progress = keras.utils.Progbar(len(images), unit_name="image") if verbose else None
     for count, path in enumerate(images, start=1):
@@ -195,6 +217,7 @@ def run(
                 class_names=class_names,
                 preprocessing=preprocessing or "none",
                 target=target,
+                **(tokens or {}),
             )  # fmt: skip
             for name in methods
         ]
@@ -244,7 +267,9 @@ def explain(args, methods, images, class_names) -> tuple[Report, Path]:
     if class_names is None and target is None:  # the file's names are the first output's
         class_names = model_names
     layer = parse_layer(args.layer)
-    check_layer(model, layer, methods)
+    tokens = {"token_grid": parse_token_grid(args.token_grid), "prefix_tokens": args.prefix_tokens}
+    tokens = {k: v for k, v in tokens.items() if v is not None}
+    check_layer(model, layer, methods, tokens)
     if args.preprocess is not None:
         preprocessing, preprocessing_name = args.preprocess, args.preprocess
     elif app_preprocessing is not None:
@@ -265,6 +290,7 @@ def explain(args, methods, images, class_names) -> tuple[Report, Path]:
             model, images, methods, Path(args.out), title=f"{PROGRAM}: {model.name}",
             details=details, top_k=args.top_k, layer=layer, preprocessing=preprocessing,
             class_names=class_names, verbose=0 if args.quiet else 1, target=target,
+            tokens=tokens,
         )  # fmt: skip
     except ValueError as error:  # e.g. class names that do not fit the model
         raise CommandError(one_line(error), EXIT_USAGE) from None
