@@ -24,9 +24,10 @@ class CommandError(Exception):
         self.code = code
 
 
-def one_line(error: BaseException) -> str:
+def one_line(error: BaseException, limit: int | None = 300) -> str:
+    """``error``'s message on one line, cut to ``limit`` characters (``None``: not cut)."""
     text = " ".join(str(error).split())
-    return text if len(text) <= 300 else text[:297] + "..."
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."
 
 
 def registry():
@@ -59,8 +60,8 @@ def method_names(spec: str, stream=None) -> list[str]:
     for name in names:
         try:
             canonical = get(name).name
-        except ValueError as error:
-            raise CommandError(one_line(error), EXIT_USAGE) from None
+        except ValueError as error:  # the closest names, then every name: never cut
+            raise CommandError(one_line(error, limit=None), EXIT_USAGE) from None
         if name.lower().replace("-", "_") != canonical:
             print(
                 f"{PROGRAM}: note: method {name!r} is called {canonical!r} in the API; using it.",
