@@ -223,8 +223,10 @@ def test_a_classifier_pooled_afterwards_falls_back_to_the_models_output():
     assert scores.shape == (1, 1) and maps.shape == (1, 8, 8, 1)
 
 
-def test_an_explicit_logits_layer_is_taken_as_given():
+def test_an_explicit_1x1_conv_logits_layer_is_followed_to_its_units():
+    # outputs= names the classifier; its (batch, 1, 1, units) output is followed through
+    # the Flatten to the (batch, units) tensor, like the default logits
     model = conv_flatten_head()
     exposed = ke.inspection.expose(model, outputs="logits")
-    assert exposed.logits_tap.layer.name == "logits"
+    assert exposed.logits_tap.layer.name == "flatten"
     assert ke.inspection.get_logits_layer(model).name == "logits"  # the classifier itself
