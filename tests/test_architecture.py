@@ -52,6 +52,7 @@ ROOMS = {
     "_branches": BASE,
     "_layers": BASE,
     "_logits": BASE,
+    "_dense_heads": BASE,
     "_head": BASE,
     "filters": BASE,
     "resizing": BASE,

@@ -113,9 +113,12 @@ def test_retinanet_detection_with_no_configuration(detector, images):
     box = boxes[np.arange(2), chosen].astype("float32")
     best = np.array([np_iou_yxyx(boxes[b], box[b]).argmax() for b in range(2)])
     y = np.array([2, 0])
-    exposed = ke.inspection.expose(detector, arguments=FEATURES)
+    # the default layer: the stride-8 stage every pyramid level (and so both heads) reads
+    # (convention=False: the two outputs are outputs, not [logits, activations])
+    (tap,) = ke.inspection.activation_taps(detector, convention=False)
+    assert tap.path == FEATURES and tap.link == "output"
     scores, maps = ke.gradcam(
-        exposed, images, y, target=ke.targets.detection(box=box), batch_size=2, verbose=0
+        detector, images, y, target=ke.targets.detection(box=box), batch_size=2, verbose=0
     )
     np.testing.assert_allclose(scores[:, 0], logits[np.arange(2), best, y], rtol=1e-4, atol=1e-4)
     assert maps.shape == (2, SIZE, SIZE, 1) and np.isfinite(maps).all()
@@ -130,11 +133,21 @@ def test_deeplab_segmentation_gives_finite_maps(images):
     logits = keras.ops.convert_to_numpy(segmenter(images, training=False)).astype(np.float64)
     assert logits.shape == (2, SIZE, SIZE, CLASSES)
     y = np.array([1, 2])
-    exposed = ke.inspection.expose(segmenter, arguments=DECODER)
+    # the default layer: the decoder's last features, before the up-sampling and the
+    # 1x1 classifier (not the input of the pyramid pooling's global-pooling branch)
+    (tap,) = ke.inspection.activation_taps(segmenter)
+    assert tap.path == DECODER and tap.link == "output"
     scores, maps = ke.gradcam(
-        exposed, images, y, target=ke.targets.segmentation(), batch_size=2, verbose=0
+        segmenter, images, y, target=ke.targets.segmentation(), batch_size=2, verbose=0
     )
     region = logits.argmax(-1) == y[:, None, None]  # the pixels assigned to each class
     expected = (logits[np.arange(2), ..., y] * region).sum(axis=(1, 2))
     np.testing.assert_allclose(scores[:, 0], expected, rtol=1e-3, atol=1e-3)
-    assert maps.shape == (2, SIZE, SIZE, 1) and np.isfinite(maps).all()
+    assert maps.shape == (2, SIZE, SIZE, 1) and np.isfinite(maps).all() and maps.max() > 0
+
+    # explain_prediction picks and reports the same layer
+    explanation = ke.explain_prediction(
+        segmenter, images[1], targets=[2], target=ke.targets.segmentation()
+    )
+    assert explanation.layer == "/".join(DECODER)
+    np.testing.assert_allclose(explanation.scores[0], expected[1], rtol=1e-3, atol=1e-3)

@@ -21,6 +21,7 @@ import keras
 from . import _token_grid
 from ._axes import SPATIAL_AXIS  # noqa: F401  (public: ke.inspection.SPATIAL_AXIS)
 from ._compat import keras_history
+from ._dense_heads import dense_prediction_tap
 from ._layers import (  # noqa: F401  (re-exported: ke.inspection.*)
     _NORMALIZATION_CLASSES,
     _POOLING_CLASSES,
@@ -202,11 +203,7 @@ def _descriptor_to_tap(model, descriptor, role: str) -> Tap:
 
 
 def _as_list(value) -> list:
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return value
-    return [value]
+    return [] if value is None else value if isinstance(value, list) else [value]
 
 
 def _reads_model_inputs(model, layer) -> bool:
@@ -222,18 +219,21 @@ def _reads_model_inputs(model, layer) -> bool:
 def default_activation_tap(model, input_shape=None) -> Tap:
     """The signal CAM methods explain by default.
 
-    The input of the last global pooling (or ``Flatten``) layer before the
-    classifier, searched in nested models too; for a transformer (attention
-    layers running after the last spatial layer), its last block: the block's
-    output before the final norm and pooling, or its input when the model has
-    a class token (see :func:`._token_grid.last_block_tap`);
-    failing that, the output of the last layer that still has spatial
-    dimensions.
+    A segmenter's or detector's (spatial outputs): the features its per-pixel
+    or per-anchor heads read (:mod:`._dense_heads`). A classifier's: the input
+    of the last global pooling (or ``Flatten``) layer before the classifier,
+    searched in nested models too; for a transformer (attention layers running
+    after the last spatial layer), its last block: the block's output before
+    the final norm and pooling, or its input when the model has a class token
+    (see :func:`._token_grid.last_block_tap`); failing that, the output of the
+    last layer that still has spatial dimensions.
 
     Raises:
         ValueError: when the model has no spatial layer; the message lists the
             layers looked at and how to name one.
     """
+    if (dense := dense_prediction_tap(model)) is not None:
+        return dense
     pooling = pooling_before_classifier(model)
     if pooling is not None and not _reads_model_inputs(model, pooling):
         return Tap(pooling, path=_path_of(model, pooling), link="input")
@@ -278,8 +278,8 @@ def expose(
     Args:
         model: the model being explained (never modified).
         arguments: the intermediate signal(s) to expose, as descriptors (see
-            below); a list exposes several. ``None`` picks the input of the last
-            global pooling / ``Flatten`` layer (or the last spatial layer).
+            below); a list exposes several. ``None``: :func:`default_activation_tap`
+            (a classifier's last pooling input; a segmenter's or detector's head input).
         outputs: the logits descriptor. ``None`` picks the last layer with a
             ``kernel`` (a Dense or Conv classifier), followed through any
             flatten/reshape/dropout-like layers to its ``(batch, units)``
