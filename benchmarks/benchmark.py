@@ -478,7 +478,7 @@ def run(args):
 
     load_before = os.getloadavg()
     started = time.perf_counter()
-    settings = dict(SETTINGS[args.model])
+    settings = dict(SETTINGS.get(args.model, {}))  # none for --methods text
     if args.scorecam_channels is not None:
         settings["scorecam_channels"] = args.scorecam_channels or None
     peer_version, peer_scorecam = None, None
