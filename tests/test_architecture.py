@@ -67,6 +67,8 @@ ROOMS = {
     "wsol": ENGINE,
     "explanation": UI,
     "_explanation_result": UI,
+    "_explanation_inputs": UI,
+    "_explain_inputs": UI,
     "_layer_naming": UI,
     "_shortcuts": UI,
     "report": UI,

@@ -28,6 +28,8 @@ import numpy as np
 
 from . import engine, inspection
 from . import targets as _targets  # `targets` is explain_prediction's class indices
+from ._explain_inputs import explain_inputs, is_multi_input
+from ._explanation_inputs import InputExplanation, InputsExplanation
 from ._explanation_result import Explanation, TargetExplanation
 from ._layer_naming import (  # noqa: F401  (_expose: used by the command line)
     _EXPOSED,
@@ -44,6 +46,8 @@ from .utils.images import prepare_image
 __all__ = [
     "METHODS",
     "Explanation",
+    "InputExplanation",
+    "InputsExplanation",
     "MethodInfo",
     "MethodSpec",
     "TargetExplanation",
@@ -200,13 +204,18 @@ def explain_prediction(
         image: a PIL image, a file path, or an array / backend tensor ``(H, W)``,
             ``(H, W, C)`` or ``(1, H, W, C)``. It is resized (Pillow, bilinear)
             to the model's input size and its channels matched (gray <-> RGB).
-            PIL images and ``uint8`` arrays are pixels in ``[0, 255]``.
+            PIL images and ``uint8`` arrays are pixels in ``[0, 255]``. A
+            multi-input model takes a list, tuple or dict of one value per input
+            (each image input as above, other inputs as arrays with or without
+            the batch axis; ``feature_names=`` names a feature vector's entries)
+            and gives an :class:`InputsExplanation` (docs/multi_input.md).
         targets: the class indices (or names, with ``class_names``) to explain;
             ``None`` explains the ``top_k`` highest outputs.
         layer: the layer a CAM method explains: a name (``"conv5"``, or a path
             ``"base/conv5"`` / ``("base", "conv5")`` into a nested model), an
             index in ``model.layers`` or a layer. ``None`` picks the input of the
-            last global pooling layer (or the last spatial layer), and the
+            last global pooling layer (a segmenter's or detector's: the features
+            its heads read; see ``ke.inspection.expose``), and the
             :class:`Explanation` says which it used. Methods that explain the
             input (gradients, occlusion, RISE) take no layer.
         method: a name from :data:`METHODS` (``"gradcam"``, ``"gradcampp"``,
@@ -232,7 +241,7 @@ def explain_prediction(
             ``postprocessing`` / ``resizing`` to override the defaults.
 
     Returns:
-        an :class:`Explanation`.
+        an :class:`Explanation` (:class:`InputsExplanation` for several inputs).
 
     Raises:
         ValueError: for an unknown method or layer (the message lists the known
@@ -258,6 +267,11 @@ def explain_prediction(
         return explain_text(
             model, image, params.pop("preprocessor"), targets, text_method, top_k, class_names,
             target, helpers=globals(), **params,
+        )  # fmt: skip
+    if is_multi_input(model, image):  # one value per input: _explain_inputs.py
+        return explain_inputs(
+            model, image, targets, layer, method, top_k, class_names, preprocessing, target,
+            globals(), token_grid=token_grid, prefix_tokens=prefix_tokens, **params,
         )  # fmt: skip
     info = get_method(method)
     if not isinstance(model, keras.layers.Layer):
