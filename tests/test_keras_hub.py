@@ -151,3 +151,75 @@ def test_deeplab_segmentation_gives_finite_maps(images):
     )
     assert explanation.layer == "/".join(DECODER)
     np.testing.assert_allclose(explanation.scores[0], expected[1], rtol=1e-3, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- image + table
+
+
+def signed(gradient):  # the raw gradient (a module-level function: one compiled step)
+    return gradient
+
+
+@pytest.fixture(scope="module")
+def image_and_table():
+    """A KerasHub ResNet image encoder and a tabular branch, joined before the classifier."""
+    with uninitialized():
+        encoder = tiny_resnet()
+        image = keras.Input((SIZE, SIZE, 3), name="image")
+        table = keras.Input((4,), name="table")  # e.g. age, weight and two lab values
+        pooled = keras.layers.GlobalAveragePooling2D(name="pool")(encoder(image))
+        tabular = keras.layers.Dense(8, activation="tanh", name="tabular")(table)
+        joined = keras.layers.Concatenate()([pooled, tabular])
+        logits = keras.layers.Dense(CLASSES, name="logits")(joined)
+        model = keras.Model([image, table], logits, name="image_and_table")
+    return seeded(model, 7)
+
+
+@pytest.mark.slow
+def test_image_and_table_one_map_per_input(image_and_table, images):
+    model = image_and_table
+    table = np.random.default_rng(4).normal(size=(2, 4)).astype("float32")
+    x, y = {"image": images, "table": table}, np.array([2, 0])
+    weights = [w.copy() for w in model.get_weights()]
+
+    _, maps = ke.gradients(
+        model, x, y, gradient_filter=signed, postprocessing=None, batch_size=2, verbose=0
+    )
+    assert sorted(maps) == ["image", "table"]
+    assert maps["image"].shape == (2, SIZE, SIZE, 1) and maps["table"].shape == (2, 4, 1)
+
+    # central differences, all in one predict: each table feature, and two pixels (all
+    # channels moved: the map is the channel mean, so the difference is 3x the map; a
+    # smaller step there, as a step across a ReLU's kink in the encoder bends the difference)
+    eps, pixel_eps, pixels = 1e-2, 2e-3, [(5, 9), (40, 33)]
+    rows_image, rows_table = [], []
+    for sample in range(2):
+        for sign in (1, -1):
+            for feature in range(4):
+                moved = table[sample].copy()
+                moved[feature] += sign * eps
+                rows_image.append(images[sample])
+                rows_table.append(moved)
+            for i, j in pixels:
+                moved = images[sample].copy()
+                moved[i, j] += sign * pixel_eps
+                rows_image.append(moved)
+                rows_table.append(table[sample])
+    logits = model.predict([np.stack(rows_image), np.stack(rows_table)], verbose=0)
+    logits = logits.astype(np.float64).reshape(2, 2, 6, CLASSES)  # sample, sign, row, class
+    chosen = np.take_along_axis(logits, y[:, None, None, None], -1)[..., 0]
+    difference = (chosen[:, 0] - chosen[:, 1]) / (2 * np.array([eps] * 4 + [pixel_eps] * 2))
+    np.testing.assert_allclose(maps["table"][..., 0], difference[:, :4], rtol=2e-2, atol=2e-3)
+    at_pixels = np.stack([maps["image"][:, i, j, 0] for i, j in pixels], -1)
+    np.testing.assert_allclose(3 * at_pixels, difference[:, 4:], rtol=2e-2, atol=2e-3)
+
+    # Grad-CAM: the default layer is the encoder's last stage (the pooling's input, inside
+    # the KerasHub model), its one map resized to the image, the input its branch reads
+    (tap,) = ke.inspection.activation_taps(model)
+    assert tap.path == ("pool",) and tap.link == "input"
+    scores, cams = ke.gradcam(model, x, y, batch_size=2, verbose=0)
+    assert cams.shape == (2, SIZE, SIZE, 1) and np.isfinite(cams).all() and cams.max() > 0
+    direct = model.predict([images, table], verbose=0)
+    np.testing.assert_allclose(scores[:, 0], direct[np.arange(2), y], rtol=1e-4, atol=1e-4)
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
