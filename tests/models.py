@@ -86,6 +86,22 @@ def build_seeded(build, seed=0):
     return seeded(model, seed)
 
 
+def jitted(fn, model):
+    """``fn`` (arrays in, arrays out, calling ``model``) as one XLA program on JAX, else ``fn``.
+
+    Eager JAX compiles every op it meets (a method or a model called outside
+    ``jax.jit`` costs seconds to minutes on a CPU); one jitted program of several
+    method calls compiles once. ``model``'s variables become the program's
+    arguments (``keras_explainable.backend.compile``). TensorFlow and PyTorch
+    keep running ``fn`` eagerly.
+    """
+    if keras.backend.backend() != "jax":
+        return fn
+    from keras_explainable import backend
+
+    return backend.compile(fn, model, jit_compile=True)
+
+
 def inputs(n=4, seed=1, h=H, w=W, c=C):
     return np.random.default_rng(seed).uniform(-1, 1, (n, h, w, c)).astype("float32")
 
