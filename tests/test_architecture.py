@@ -54,6 +54,9 @@ ROOMS = {
     "_logits": BASE,
     "_dense_heads": BASE,
     "_head": BASE,
+    "_token_grid": BASE,
+    "_tokens": BASE,
+    "_attention": BASE,
     "filters": BASE,
     "resizing": BASE,
     "inspection": BASE,
@@ -73,6 +76,7 @@ ROOMS = {
     "_shortcuts": UI,
     "report": UI,
     "cli": UI,
+    "text": UI,
     "__main__": UI,
     "__init__": UI,
 }
