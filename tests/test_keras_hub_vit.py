@@ -17,7 +17,7 @@ import pytest
 import keras_explainable as ke
 from tests.test_token_grid import CAMS, assert_unchanged, state
 
-from .models import seeded, uninitialized
+from .models import jitted, seeded, uninitialized
 
 keras_hub = pytest.importorskip("keras_hub")
 
@@ -37,6 +37,21 @@ def deit():
     return seeded(keras_hub.models.DeiTImageClassifier(backbone, 3, activation=None), 2)
 
 
+MODELS = {}  # built once per module (JAX: their programs are what costs)
+
+
+def model_of(build):
+    if build not in MODELS:
+        MODELS[build] = build()
+    return MODELS[build]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_models():
+    yield
+    MODELS.clear()
+
+
 @pytest.fixture(scope="module")
 def x():
     return np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
@@ -44,13 +59,18 @@ def x():
 
 @pytest.mark.parametrize("build", [vit, deit])
 def test_every_cam_method_on_the_patch_grid(build, x):
-    model = build()
+    model = model_of(build)
     before = state(model)
     exposed = ke.inspection.expose(model)
     (tap,) = exposed.activation_taps  # a class token: the last block's input
     assert "transformer_block_2" in tap.path and tap.link == "input", tap
-    for name in CAMS:
-        _, maps = getattr(ke.methods.cams, name)(exposed, x, [0, 2])
+    every = jitted(  # one program on JAX (eagerly, JAX compiled every op of every method)
+        lambda inputs: [
+            getattr(ke.methods.cams, name)(exposed, inputs, [0, 2])[1] for name in CAMS
+        ],
+        model,
+    )
+    for name, maps in zip(CAMS, every(x)):
         maps = keras.ops.convert_to_numpy(maps)
         assert maps.shape == (2, 4, 4, 1), name  # 16 patches: the prefix tokens dropped
         assert np.isfinite(maps).all() and np.abs(maps).max() > 0, name
@@ -58,7 +78,7 @@ def test_every_cam_method_on_the_patch_grid(build, x):
 
 
 def test_paths_into_the_encoder(x):
-    model = vit()
+    model = model_of(vit)
     block = ke.inspection.get_nested_layer(model, ("vit_encoder", "transformer_block_2"))
     assert type(block).__name__ == "ViTEncoderBlock"
     query = ke.inspection.get_nested_layer(block, ("mha", "query"))  # inside Keras' own layer
@@ -72,5 +92,5 @@ def test_paths_into_the_encoder(x):
     assert "transformer_block_1/mha" in paths and "mha/query" not in paths  # Keras' own: closed
     # A block called inside the encoder's call is tapped like any layer
     exposed = ke.inspection.expose(model, ("vit_encoder", "transformer_block_2", "ln_1"))
-    _, maps = ke.methods.cams.gradcam(exposed, x, [1, 1])
+    _, maps = jitted(lambda inputs: ke.methods.cams.gradcam(exposed, inputs, [1, 1]), model)(x)
     assert tuple(maps.shape) == (2, 4, 4, 1) and np.abs(keras.ops.convert_to_numpy(maps)).max() > 0
