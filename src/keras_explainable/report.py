@@ -3,8 +3,10 @@
 :class:`Report` writes each input picture and its overlays as PNG files as they
 come (``images/`` and ``overlays/`` under the report's folder), then an
 ``index.html`` that shows them with the class, its score, the method and the
-layer. The page is a single static file with relative links: open it in a
-browser, copy the folder anywhere, or attach it to a CI run.
+layer. A text's explanations are shown as highlighted text on the page itself
+(one line per method and class, :meth:`Explanation.to_html`). The page is a
+single static file with relative links: open it in a browser, copy the folder
+anywhere, or attach it to a CI run.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ figure { margin: 0; width: 144px; }
 figure img { width: 144px; height: auto; display: block; border-radius: 3px; }
 figcaption { font-size: .8rem; margin-top: .25rem; line-height: 1.25; }
 .source { color: #666; font-size: .8rem; margin: 0 0 .5rem 0; }
+td .keras-explainable-text { margin-bottom: .4rem; max-width: 60rem; }
 th { text-align: left; }
 footer { color: #777; font-size: .8rem; margin-top: 2rem; }
 """
@@ -105,20 +108,37 @@ class Report:
         self.files.append(path)
         return relative
 
-    def add(self, name: str, explanations: Sequence[Explanation], source: str | None = None):
+    def add(
+        self,
+        name: str,
+        explanations: Sequence[Explanation],
+        source: str | None = None,
+        merge_words: bool = False,
+    ):
         """Write one input's picture and overlays, and remember them for the page.
 
         Args:
             name: the input's name (e.g. its file name); made unique and file-safe.
             explanations: the input's explanations, one per method (all of the
-                same picture).
+                same picture, or all of the same text).
             source: where the input came from (shown under its name).
+            merge_words: a text's word pieces shown as words (see
+                :meth:`Explanation.to_html`).
 
         Returns:
-            the PNG paths written for this input.
+            the PNG paths written for this input (none for a text).
         """
         if not explanations:
             raise ValueError("`explanations` is empty: pass at least one Explanation.")
+        texts = [explanation.tokens is not None for explanation in explanations]
+        if any(texts):
+            if not all(texts):
+                raise ValueError(
+                    "`explanations` mixes pictures and texts; add each input's own explanations."
+                )
+            rows = [(e, e.to_html(merge_words=merge_words)) for e in explanations]
+            self._entries.append({"name": name, "source": source, "text": rows})
+            return []
         stem = self._unique_stem(Path(name).stem if "." in name else name)
         before = len(self.files)
         picture = explanations[0].image
@@ -138,8 +158,24 @@ class Report:
         )
         return self.files[before:]
 
+    def _text_html(self, entry) -> str:
+        """One text: a row per method, each explained class highlighted on its own line."""
+        escape = html.escape
+        rows = "".join(
+            f"<tr><th>{escape(explanation.method_title)}</th><td>{highlighted}</td></tr>"
+            for explanation, highlighted in entry["text"]
+        )
+        text = escape(entry["text"][0][0].text or "")
+        source = f" ({escape(entry['source'])})" if entry["source"] else ""
+        return (
+            f'<section><h2>{escape(entry["name"])}</h2><p class="source">{text}{source}</p>'
+            f"<table>{rows}</table></section>"
+        )
+
     def _entry_html(self, entry) -> str:
         """One input: a table with a column per method and a row per explained class."""
+        if "text" in entry:
+            return self._text_html(entry)
         escape = html.escape
         rows = entry["rows"]
         headers = []
@@ -199,8 +235,9 @@ class Report:
             f"<title>{escape(self.title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
             f"<header><h1>{escape(self.title)}</h1><dl>{details}</dl></header>\n<main>\n"
             f"{body}\n</main>\n<footer>Made with keras-explainable {escape(__version__)} on the "
-            f"{escape(backend_name)} backend of Keras. Heatmaps: red = high, blue = low; the "
-            "score is the model's output for the class, p its softmax probability.</footer>\n"
+            f"{escape(backend_name)} backend of Keras. Heatmaps: red = high, blue = low; texts: "
+            "green = for the class, red = against it; the score is the model's output for the "
+            "class, p its softmax probability.</footer>\n"
             "</body>\n</html>\n"
         )
 
@@ -212,6 +249,11 @@ class Report:
 
     def __len__(self):
         return len(self._entries)
+
+    @property
+    def texts(self) -> int:
+        """How many of the inputs are texts."""
+        return sum("text" in entry for entry in self._entries)
 
     def __repr__(self):
         return (

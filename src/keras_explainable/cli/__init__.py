@@ -6,15 +6,21 @@ Commands::
     keras-explainable explain MODEL IMAGE_OR_FOLDER... [--method gradcam] [--top-k 1]
         [--layer NAME] [--token-grid GHxGW] [--prefix-tokens N] [--out DIR]
         [--preprocess MODE] [--class-names FILE] [--output NAME] [--regression [INDEX] [--decrease]]
+    keras-explainable explain MODEL --text "a sentence" [--text-file FILE] --preprocessor SPEC
+        [--method integrated_gradients] [--merge-words] [--top-k 1] [--out DIR] ...
     keras-explainable methods
 
 ``explain`` loads ``MODEL`` (a ``.keras`` / ``.h5`` file, loaded with
 ``safe_mode=True``, or a ``keras.applications`` name such as ``resnet50v2``,
 whose ImageNet weights Keras downloads on first use), explains every image and
 writes one overlay PNG per image, method and class plus an ``index.html``
-gallery into ``--out``. ``--output NAME`` explains one output of a
-multi-output model (a name or a position), ``--regression INDEX`` a regression
-value instead of classes (``--decrease``: what lowers it); see
+gallery into ``--out``. With ``--text`` (a text, repeatable) or ``--text-file``
+(one text per line) it explains texts instead, by a token method (Integrated
+Gradients by default), shown highlighted in the same report; ``--preprocessor``
+names what turns a text into token ids (a vocabulary file, a KerasHub preset,
+or ``module:function``: :mod:`keras_explainable.cli.texts`). ``--output NAME``
+explains one output of a multi-output model (a name or a position),
+``--regression INDEX`` a regression value instead of classes (``--decrease``: what lowers it); see
 :mod:`keras_explainable.targets`. Class names come from ``--class-names``, else from
 the ``.keras`` file's metadata, for the first output's classes
 (:func:`keras_explainable.cli.files.write_class_names` stores them there), else
@@ -67,6 +73,8 @@ from ._common import (
     registry,
 )
 from .environment import filtered_stderr, quiet_frameworks, use_installed_backend
+from .texts import HELP as PREPROCESSOR_HELP
+from .texts import check_image_flags, check_text_flags
 
 __all__ = ["DEMO_MARKER", "CommandError", "build_parser", "main"]
 
@@ -100,16 +108,25 @@ def command_explain(args) -> int:
         load_class_names,
     )
 
-    methods = method_names(args.method)
+    texts = args.text or args.text_file
+    methods = method_names(args.method or ("integrated_gradients" if texts else "gradcam"))
     if args.top_k < 1:
         raise CommandError(f"--top-k must be at least 1; got {args.top_k}.", EXIT_USAGE)
     _check_target_flags(args, methods)
+    if texts:
+        texts = check_text_flags(args, methods)
+    else:
+        check_image_flags(args)
     images = collect_images(args.images)
     class_names = load_class_names(args.class_names) if args.class_names else None
     if is_model_path(args.model):
         check_model_file(args.model)
     check_decodable(images)
-    report, page = _load_commands().explain(args, methods, images, class_names)
+    commands = _load_commands()
+    if texts:
+        report, page = commands.explain_texts(args, methods, texts, class_names)
+    else:
+        report, page = commands.explain(args, methods, images, class_names)
     _print_written(report, page)
     return EXIT_OK
 
@@ -188,6 +205,9 @@ def command_methods(args) -> int:
 def _print_written(report, page: Path) -> None:
     overlays = sum(1 for f in report.files if f.parent.name == "overlays")
     folder = page.parent.resolve()
+    if getattr(report, "texts", 0):
+        print(f"Explained {report.texts} text(s) in {folder}{os.sep}; open {page.resolve()}")
+        return
     print(
         f"Wrote {overlays} overlay(s) for {len(report)} image(s) to {folder}{os.sep}; "
         f"open {page.resolve()}"
@@ -229,16 +249,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     explain = commands.add_parser(
         "explain", help="explain a model's predictions on images and write a report",
-        description="Explain a model's predictions on images; write overlay PNGs and an "
-        "index.html report.",
+        description="Explain a model's predictions on images (or texts, with --text and "
+        "--preprocessor); write overlay PNGs and an index.html report.",
     )  # fmt: skip
     explain.add_argument(
         "model", help="a .keras/.h5 file, or a keras.applications name (e.g. resnet50v2)"
     )
-    explain.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="pictures/folders")
+    explain.add_argument("images", nargs="*", metavar="IMAGE_OR_FOLDER", help="pictures/folders")
     explain.add_argument(
-        "--method", default="gradcam",
-        help="method name, or several separated by commas (see `methods`); default gradcam",
+        "--text", action="append", metavar="TEXT",
+        help="a text to explain instead of pictures (repeat for several); needs --preprocessor",
+    )  # fmt: skip
+    explain.add_argument(
+        "--text-file", action="append", metavar="FILE",
+        help="a UTF-8 file of texts to explain, one per line (blank lines skipped)",
+    )  # fmt: skip
+    explain.add_argument("--preprocessor", default=None, metavar="SPEC", help=PREPROCESSOR_HELP)
+    explain.add_argument(
+        "--merge-words", action="store_true",
+        help="texts: show word pieces (##ing, ▁word) joined into words, weights summed",
+    )  # fmt: skip
+    explain.add_argument(
+        "--method", default=None,
+        help="method name, or several separated by commas (see `methods`); default gradcam, "
+        "integrated_gradients for texts",
     )  # fmt: skip
     explain.add_argument(
         "--top-k", type=int, default=1, help="explain the k top classes (default 1)"
@@ -320,7 +354,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and getattr(args, "images", None) is not None and not any(
+            part.startswith("-") for part in extra
+        ):  # pictures after options (`explain MODEL --top-k 2 a.png`): still pictures
+            args.images += extra
+        elif extra:
+            parser.parse_args(argv)  # argparse's own error, as without parse_known_args
     except SystemExit as exit_:  # --help, --version, or argparse's own usage error
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else EXIT_USAGE
     if args.command is None:

@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,6 +61,7 @@ def load_model(spec: str):
     path = Path(spec)
     if path.exists() or path.suffix.lower() in MODEL_SUFFIXES or os.sep in spec:
         path = check_model_file(spec)
+        _register_keras_hub(path)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -101,6 +103,17 @@ def load_model(spec: str):
     if preprocess_input is not None:
         preprocessing = lambda pixels: preprocess_input(np.array(pixels, np.float32))  # noqa: E731
     return model, preprocessing, _imagenet_class_names()
+
+
+def _register_keras_hub(path: Path) -> None:
+    """Import KerasHub (which registers its classes) when a .keras file holds its models."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            uses = b'"keras_hub' in archive.read("config.json")
+        if uses:
+            importlib.import_module("keras_hub")
+    except (OSError, KeyError, ImportError, zipfile.BadZipFile):
+        pass  # not a zip (.h5) or no KerasHub: loading says what is wrong
 
 
 def _build_application(constructor):
@@ -294,6 +307,31 @@ def explain(args, methods, images, class_names) -> tuple[Report, Path]:
         )  # fmt: skip
     except ValueError as error:  # e.g. class names that do not fit the model
         raise CommandError(one_line(error), EXIT_USAGE) from None
+
+
+def explain_texts(args, methods, texts, class_names) -> tuple[Report, Path]:
+    """``keras-explainable explain MODEL --text ...``, once its arguments are checked."""
+    from .texts import explain_texts as run_texts
+    from .texts import load_preprocessor
+
+    model, _, model_names = load_model(args.model)
+    target, explained = build_target(args, model)
+    if class_names is None and target is None:
+        class_names = model_names
+    preprocessor = load_preprocessor(args.preprocessor)
+    details = {
+        "model": f"{args.model} ({model.name}, {model.count_params():,} parameters)",
+        "methods": describe_methods(methods),
+        "preprocessor": f"{args.preprocessor} ({type(preprocessor).__name__})",
+        "explained": explained,
+        "classes explained": f"top {args.top_k} per text",
+        "backend": keras.backend.backend(),
+    }
+    report = Report(Path(args.out), title=f"{PROGRAM}: {model.name}", details=details)
+    return run_texts(
+        model, texts, methods, preprocessor, report, top_k=args.top_k, class_names=class_names,
+        target=target, merge_words=args.merge_words, verbose=0 if args.quiet else 1,
+    )  # fmt: skip
 
 
 def demo(args, methods, out: Path) -> tuple[Report, Path]:
