@@ -97,6 +97,7 @@ import keras_explainable as ke  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
 import text_cases  # noqa: E402
+import vit_cases  # noqa: E402
 
 BACKEND = keras.backend.backend()
 if THREADS and BACKEND == "torch":
@@ -104,7 +105,7 @@ if THREADS and BACKEND == "torch":
 
     torch.set_num_threads(THREADS)
 HERE = os.path.dirname(os.path.abspath(__file__))
-TARGETS = {"gradcam": 1.1, "gradients": 3.0, **text_cases.TARGETS}
+TARGETS = {"gradcam": 1.1, "gradients": 3.0, **text_cases.TARGETS, **vit_cases.TARGETS}
 # Perturbation methods against the forward passes they cannot avoid (see ``limit_cases``).
 # Ablation-CAM has no row there: on these models it runs only the layers after the explained
 # one (pooling and the classifier), far below one forward pass per ablation, so it is only
@@ -469,6 +470,9 @@ def run(args):
     if args.methods == "text":  # token ids into a text classifier: see text_cases.py
         model, size = text_cases.build_model(args.seed), text_cases.LENGTH
         x, y = text_cases.inputs(args.batch, args.seed)
+    elif args.methods == "vit":  # a ViT and the transformer methods: see vit_cases.py
+        model, size = vit_cases.build_model(args.seed)
+        x, y = vit_cases.inputs(args.batch, args.seed, size)
     else:
         model, size = build_model(args.model, args.seed)
         rng = np.random.default_rng(args.seed)
@@ -509,6 +513,9 @@ def run(args):
         cases = text_cases.cases(model, x, y, args.batch, args.jit_compile)
         cases.update(text_cases.generation_cases(jit_compile=args.jit_compile))
         _fit_step_cache(len(cases) + 4)
+    elif args.methods == "vit":
+        cases = vit_cases.cases(model, x, y, args.batch, args.jit_compile)
+        _fit_step_cache(len(cases) + 4)
     else:
         cases = public_cases(model, x, y, args.batch, args.jit_compile)
     if peer_version:
@@ -538,7 +545,11 @@ def run(args):
 
     first_calls(list(cases))
     steps = {}
-    if args.diagnostics and args.methods not in ("targets", "text"):
+    if args.diagnostics and args.methods == "vit":
+        extra = vit_cases.diagnostic_cases(model, x, args.jit_compile)
+        cases.update(extra)
+        first_calls(list(extra))
+    elif args.diagnostics and args.methods not in ("targets", "text"):
         extra, steps = diagnostic_cases(model, x, y, args.jit_compile)
         cases.update(extra)
         first_calls(list(extra))
@@ -770,12 +781,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--methods",
-        choices=("core", "all", "targets", "text"),
+        choices=("core", "all", "targets", "text", "vit"),
         default="core",
         help="core: predict, gradcam, gradients (+ diagnostics); all: every shortcut, and the "
         "perturbation methods against their limit; targets: gradcam and gradients with "
         "ke.targets.output(name) and a custom target against the default target; text: the "
-        "token methods on a text classifier and a generation attribution (text_cases.py)",
+        "token methods on a text classifier and a generation attribution (text_cases.py); vit: "
+        "Grad-CAM on tokens, attention rollout and transformer attribution on a ViT (vit_cases.py)",
     )
     parser.add_argument(
         "--model",
@@ -831,8 +843,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.jit_compile = {"default": None, "on": True, "off": False}[args.jit_compile]
     args.peers = args.peers and BACKEND == "tensorflow"
-    if args.methods == "text":
-        args.model = "text"  # text_cases.build_model: the --model choices are image models
+    if args.methods in ("text", "vit"):
+        args.model = args.methods  # text_cases / vit_cases.build_model, not a --model choice
     if args.model is None:
         args.model = "small" if args.methods == "all" else "resnet50v2"
     if args.batch is None:
