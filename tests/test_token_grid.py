@@ -19,6 +19,7 @@ from keras_explainable import _taps
 from keras_explainable._layer_naming import _expose, describe_layer
 from keras_explainable._token_grid import TokenLayout, check_options, token_layout
 from tests import vit
+from tests.models import build_seeded, jitted
 
 CAMS = ("gradcam", "gradcampp", "xgradcam", "layercam", "hirescam", "eigencam", "scorecam",
         "ablationcam")  # fmt: skip
@@ -91,7 +92,7 @@ def native_gradient(head, tokens, units):
     if backend == "jax":
         import jax
 
-        return np.asarray(jax.grad(lambda t: head(t)[rows, units].sum())(tokens))
+        return np.asarray(jax.jit(jax.grad(lambda t: head(t)[rows, units].sum()))(tokens))
     import torch
 
     value = torch.tensor(tokens, requires_grad=True)
@@ -110,46 +111,54 @@ def test_vit_token_grid_cams_equal_numpy(model, x):
 
     tokens_model = keras.Model(model.inputs[0], model.get_layer("block0_add2").output)
     head = keras.Model(model.get_layer("block0_add2").output, model.outputs[0])
-    tokens = keras.ops.convert_to_numpy(tokens_model(x))  # (2, 10, 8)
+
+    def run(inputs):  # one program on JAX (eagerly, JAX compiled every op)
+        cams = ke.methods.cams
+        hires = cams.hirescam(exposed, inputs, units)[1]
+        ablation = cams.ablationcam(exposed, inputs, units)[1]
+        outputs = (hires, ablation, tokens_model(inputs), model(inputs))
+        return (*cams.gradcam(exposed, inputs, units), *outputs)
+
+    scores, maps, hires, ablation, tokens, logits = map(
+        keras.ops.convert_to_numpy, jitted(run, model)(x)
+    )
+    tokens = tokens.astype("float32")  # (2, 10, 8)
     gradient = native_gradient(head, tokens, units)
     a = tokens[:, 1:].reshape(2, 3, 3, 8)  # the class token dropped, the rest on the grid
     g = gradient[:, 1:].reshape(2, 3, 3, 8)
 
-    scores, maps = ke.methods.cams.gradcam(exposed, x, units)
     expected = np.einsum("bhwk,bk->bhw", a, g.mean(axis=(1, 2)))
     assert tuple(maps.shape) == (2, 3, 3, 1)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(maps)[..., 0], expected, atol=1e-5)
-    logits = keras.ops.convert_to_numpy(model(x))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(scores)[:, 0], logits[[0, 1], units],
-                               rtol=1e-5)  # fmt: skip
-    _, maps = ke.methods.cams.hirescam(exposed, x, units)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(maps)[..., 0], (a * g).sum(-1),
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(maps[..., 0], expected, atol=1e-5)
+    np.testing.assert_allclose(scores[:, 0], logits[[0, 1], units], rtol=1e-5)
+    np.testing.assert_allclose(hires[..., 0], (a * g).sum(-1), atol=1e-5)
 
     # Ablation-CAM: channel k zeroed in every token (the class token too), then the head
-    ablated = np.repeat(tokens[:, None], 8, 1) * (1 - np.eye(8))[None, :, None, :]
-    dropped = keras.ops.convert_to_numpy(head(ablated.reshape(-1, 10, 8))).reshape(2, 8, -1)
+    ablated = np.repeat(tokens[:, None], 8, 1) * (1 - np.eye(8, dtype="float32"))[None, :, None, :]
+    dropped = keras.ops.convert_to_numpy(jitted(head, model)(ablated.reshape(-1, 10, 8)))
+    dropped = dropped.reshape(2, 8, -1)
     y = logits[[0, 1], units][:, None]
     weights = (y - dropped[[0, 1], :, units]) / y
-    _, maps = ke.methods.cams.ablationcam(exposed, x, units)
     expected = np.einsum("bhwk,bk->bhw", a, weights)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(maps)[..., 0], expected, atol=1e-4,
-                               rtol=1e-4)  # fmt: skip
+    np.testing.assert_allclose(ablation[..., 0], expected, atol=1e-4, rtol=1e-4)
     assert_unchanged(model, before)
 
 
 def test_token_options_and_their_errors(model, x):
+    def gradcam(exposed):  # jitted on JAX: the errors come from the trace, nothing compiles
+        return jitted(lambda inputs: ke.methods.cams.gradcam(exposed, inputs, [0])[1], model)
+
     exposed = ke.inspection.expose(model, "block0_add2", token_grid=(3, 3))
     assert (exposed.token_grid, exposed.prefix_tokens) == ((3, 3), None)
-    _, maps = ke.methods.cams.gradcam(exposed, x[:1], [0])
+    maps = gradcam(exposed)(x[:1])
     assert tuple(maps.shape) == (1, 3, 3, 1)
     wrong = ke.inspection.expose(model, "block0_add2", token_grid=(4, 4))
     with pytest.raises(ValueError, match=r"'block0_add2' outputs 10 tokens.*4x4.*token_grid"):
-        ke.methods.cams.gradcam(wrong, x[:1], [0])
+        gradcam(wrong)(x[:1])
     with pytest.raises(ValueError, match="prefix_tokens is the number of tokens"):
         ke.inspection.expose(model, "block0_add2", prefix_tokens=-1)
     with pytest.raises(ValueError, match=r"outputs 10 tokens: after 2 prefix tokens, 8 patches"):
-        ke.methods.cams.gradcam(ke.inspection.expose(model, prefix_tokens=2), x[:1], [0])
+        gradcam(ke.inspection.expose(model, prefix_tokens=2))(x[:1])
     named = _expose(model, "block0_add2", None, prefix_tokens=1)  # explain_prediction's, CLI's
     assert named.prefix_tokens == 1
     assert named is _expose(model, "block0_add2", None, prefix_tokens=1)  # cached
@@ -162,16 +171,23 @@ def test_token_options_and_their_errors(model, x):
 
 def test_reshaped_conv_tokens_equal_the_conv_map():
     """Swin-style (batch, h*w, c) tokens: Grad-CAM on them is Grad-CAM on the map."""
-    inputs = keras.Input((8, 12, 3))
-    features = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="conv")(inputs)
-    tokens = keras.layers.Reshape((-1, 4), name="tokens")(features)
-    mixed = keras.layers.Dense(4, activation="tanh", name="mix")(tokens)
-    product = keras.layers.Multiply()([mixed, tokens])
-    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(product)
-    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(pooled))
+
+    def build():
+        inputs = keras.Input((8, 12, 3))
+        features = keras.layers.Conv2D(4, 3, strides=2, padding="same", name="conv")(inputs)
+        tokens = keras.layers.Reshape((-1, 4), name="tokens")(features)
+        mixed = keras.layers.Dense(4, activation="tanh", name="mix")(tokens)
+        product = keras.layers.Multiply()([mixed, tokens])
+        pooled = keras.layers.GlobalAveragePooling1D(name="pool")(product)
+        return keras.Model(inputs, keras.layers.Dense(3, name="logits")(pooled))
+
+    model = build_seeded(build, 1)
     x = np.random.default_rng(1).uniform(-1, 1, (2, 8, 12, 3)).astype("float32")
-    on_tokens = ke.methods.cams.gradcam(ke.inspection.expose(model, "tokens"), x, [1, 2])[1]
-    on_map = ke.methods.cams.gradcam(ke.inspection.expose(model, "conv"), x, [1, 2])[1]
+    cams, on = ke.methods.cams, ke.inspection.expose
+    on_tokens, on_map = jitted(  # one program on JAX
+        lambda inputs: [cams.gradcam(on(model, n), inputs, [1, 2])[1] for n in ("tokens", "conv")],
+        model,
+    )(x)
     assert tuple(on_tokens.shape) == tuple(on_map.shape) == (2, 4, 6, 1)  # no prefix: 4 x 6
     np.testing.assert_allclose(*map(keras.ops.convert_to_numpy, (on_tokens, on_map)), atol=1e-5)
     _, maps = ke.gradcam(model, x, [1, 2], verbose=0)  # the engine: the default layer, resized
@@ -180,33 +196,40 @@ def test_reshaped_conv_tokens_equal_the_conv_map():
 
 def test_sequence_tokens_keep_their_axis():
     """Token ids -> Embedding -> Conv1D -> GAP -> Dense: maps (batch, tokens, units)."""
-    inputs = keras.Input((7,), dtype="int32")
-    embedded = keras.layers.Embedding(20, 6, name="embed")(inputs)
-    features = keras.layers.Conv1D(5, 3, padding="same", name="conv")(embedded)
-    pooled = keras.layers.GlobalAveragePooling1D(name="pool")(features)
-    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(pooled))
+
+    def build():
+        inputs = keras.Input((7,), dtype="int32")
+        embedded = keras.layers.Embedding(20, 6, name="embed")(inputs)
+        features = keras.layers.Conv1D(5, 3, padding="same", name="conv")(embedded)
+        pooled = keras.layers.GlobalAveragePooling1D(name="pool")(features)
+        return keras.Model(inputs, keras.layers.Dense(3, name="logits")(pooled))
+
+    model = build_seeded(build, 2)
+    features = keras.Model(model.inputs[0], model.get_layer("conv").output)
     ids = np.random.default_rng(2).integers(0, 20, (2, 7)).astype("int32")
     units = np.array([[0, 2], [1, 0]])
-    _, maps = ke.methods.cams.gradcam(model, ids, units)
-    a = keras.ops.convert_to_numpy(keras.Model(inputs, features)(ids))  # (2, 7, 5)
+    run = jitted(lambda i: (ke.methods.cams.gradcam(model, i, units)[1], features(i)), model)
+    maps, a = map(keras.ops.convert_to_numpy, run(ids))  # a: (2, 7, 5)
     kernel = keras.ops.convert_to_numpy(model.get_layer("logits").kernel)  # (5, 3)
     w = np.stack([kernel[:, u].T for u in units]) / 7  # Grad-CAM before GAP -> Dense
     assert tuple(maps.shape) == (2, 7, 2)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(maps), np.einsum("btk,buk->btu", a, w),
-                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(maps, np.einsum("btk,buk->btu", a, w), atol=1e-5)
     exposed = ke.inspection.expose(model, "conv", token_grid=(7,))
     with pytest.raises(ValueError, match="input is a sequence.*Drop them"):
-        ke.methods.cams.gradcam(exposed, ids, units)
+        jitted(lambda i: ke.methods.cams.gradcam(exposed, i, units), model)(ids)
 
 
 def test_non_square_vit_grid():
-    inputs = keras.Input((8, 12, 3))
-    tokens = keras.layers.Conv2D(4, 4, strides=4, name="patches")(inputs)
-    tokens = vit.ClassToken(name="class_token")(keras.layers.Reshape((-1, 4))(tokens))
-    mixed = keras.layers.MultiHeadAttention(1, 4, name="attention")(tokens, tokens)
-    mixed = keras.layers.Add(name="block")([tokens, mixed])
-    pooled = keras.layers.LayerNormalization(name="norm")(mixed)[:, 0]
-    model = keras.Model(inputs, keras.layers.Dense(2, name="logits")(pooled))
+    def build():
+        inputs = keras.Input((8, 12, 3))
+        tokens = keras.layers.Conv2D(4, 4, strides=4, name="patches")(inputs)
+        tokens = vit.ClassToken(name="class_token")(keras.layers.Reshape((-1, 4))(tokens))
+        mixed = keras.layers.MultiHeadAttention(1, 4, name="attention")(tokens, tokens)
+        mixed = keras.layers.Add(name="block")([tokens, mixed])
+        pooled = keras.layers.LayerNormalization(name="norm")(mixed)[:, 0]
+        return keras.Model(inputs, keras.layers.Dense(2, name="logits")(pooled))
+
+    model = build_seeded(build, 3)
     x = np.random.default_rng(3).uniform(-1, 1, (1, 8, 12, 3)).astype("float32")
-    _, maps = ke.methods.cams.gradcam(model, x, [1])
+    maps = jitted(lambda inputs: ke.methods.cams.gradcam(model, inputs, [1])[1], model)(x)
     assert tuple(maps.shape) == (1, 2, 3, 1)  # 2 x 3 patches, the class token dropped
