@@ -146,10 +146,11 @@ def np_eigencam(act, units, center=False):
     maps = []
     for sample in act:
         matrix = sample.reshape(h * w, k)
+        mean = matrix.mean(axis=0)
         if center:
-            matrix = matrix - matrix.mean(axis=0)
+            matrix = matrix - mean
         direction = np.linalg.svd(matrix, full_matrices=False)[2][0]
-        if direction.sum() < 0:
+        if direction @ mean < 0:  # oriented along the activations' mean
             direction = -direction
         maps.append((matrix @ direction).reshape(h, w))
     return np.repeat(np.stack(maps)[..., None], units.shape[1], axis=-1)
@@ -411,6 +412,41 @@ def test_eigencam_sign_is_deterministic_and_positive_for_relu_activations():
     assert (maps >= -1e-6).all() and (maps.sum(axis=(1, 2)) > 0).all()
     _, negated = C.eigencam(model, x, np.array([4, 4, 4, 4]))
     _assert_maps(_np(negated), maps)  # the same map for every unit
+
+
+def test_eigencam_on_signed_tokens_is_oriented_along_their_mean():
+    """Residual-stream-like tokens whose mean has a large negative channel (issue 14).
+
+    Every token is about ``b = (-5, 1, 1, 1)``: the principal direction is ``±b``,
+    and orienting it by ``sum_k v_k >= 0`` gives ``v = -b/|b|``, an all-negative map
+    (blank once ``positive_normalize``d). Oriented along the mean it is positive.
+    """
+    x_in = keras.Input((8, 8, 3))
+    h = layers.Conv2D(4, 2, strides=2, name="patches")(x_in)  # a 4x4 grid of patch tokens
+    h = layers.Reshape((16, 4))(h)
+    dense = layers.Dense(4, name="tokens")
+    tokens = dense(h)
+    out = layers.Dense(3)(layers.GlobalAveragePooling1D()(tokens))
+    model = keras.Model(x_in, out)
+    kernel = np.random.default_rng(3).normal(0, 0.3, (4, 4)).astype("float32")
+    dense.set_weights([kernel, np.array([-5.0, 1.0, 1.0, 1.0], "float32")])
+    x = models.inputs(2, h=8, w=8)
+    activations = _np(keras.Model(x_in, tokens)(x)).reshape(2, 4, 4, 4)
+    units = np.array([[0], [2]])
+    expected = np_eigencam(activations, units)
+    old_rule = []  # the former orientation, sum_k v_k >= 0: the test's point
+    for sample in activations.reshape(2, 16, 4):
+        v = np.linalg.svd(sample, full_matrices=False)[2][0]
+        old_rule.append(sample @ (v if v.sum() >= 0 else -v))
+    assert (np.array(old_rule) < 0).all()
+    assert (expected > 0).all()
+    exposed = ke.inspection.expose(model, "tokens")
+    _, maps = C.eigencam(exposed, x, units)
+    _assert_maps(_np(maps), expected)
+    _, shown = ke.eigencam(exposed, x, units)  # positive_normalize + resize: not blank
+    shown = _np(shown)
+    assert shown.shape == (2, 8, 8, 1) and (shown.max(axis=(1, 2, 3)) > 0.5).all()
+    assert (shown.std(axis=(1, 2, 3)) > 0.05).all()
 
 
 def test_the_model_is_left_untouched():

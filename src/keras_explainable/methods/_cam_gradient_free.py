@@ -140,10 +140,15 @@ def eigencam(
     methods; the scores are still the units' scores.
 
     Sign: a singular vector is only defined up to its sign, so ``v`` is
-    oriented to make ``sum_k v_k >= 0``, which is the same as making the map
-    correlate non-negatively with the channel sum ``sum_k A^k`` (for ReLU
-    activations and ``center=False``, ``v`` is then non-negative and so is the
-    map).
+    oriented along the activations' mean: ``m . v >= 0`` with ``m`` the mean
+    over positions of the (uncentred) rows of ``M``. Without ``center`` the
+    map then sums to ``n m . v >= 0``: it is mostly positive where the
+    activations are, which the default ``positive_normalize`` keeps. (For
+    ReLU activations ``v`` is non-negative and so is the map; on signed
+    activations such as a transformer's residual-stream tokens, orienting by
+    ``sum_k v_k`` instead can leave the map all negative, i.e. blank once
+    normalized.) With ``center``, positions whose activations lie further
+    along the mean than average come out positive.
 
     Args:
         {args}
@@ -166,12 +171,14 @@ def eigencam(
         activations = signal.activations
         shape = ops.shape(activations)
         flat = ops.reshape(activations, (shape[0], -1, shape[-1]))  # (batch, h*w, K)
+        mean = ops.mean(flat, axis=1)  # (batch, K): the activations' mean row
         if center:
-            flat = flat - ops.mean(flat, axis=1, keepdims=True)
+            flat = flat - ops.expand_dims(mean, 1)
             activations = ops.reshape(flat, shape)
         _, _, right = ops.svd(flat, full_matrices=False)
         direction = right[:, 0, :]  # (batch, K)
-        sign = ops.where(ops.sum(direction, axis=-1, keepdims=True) < 0, -1.0, 1.0)
+        along = ops.sum(direction * ops.cast(mean, direction.dtype), axis=-1, keepdims=True)
+        sign = ops.where(along < 0, -1.0, 1.0)
         direction = direction * ops.cast(sign, direction.dtype)
         return ops.repeat(ops.expand_dims(direction, -1), signal.units, axis=-1), activations
 
