@@ -42,6 +42,9 @@ figcaption { font-size: .8rem; margin-top: .25rem; line-height: 1.25; }
 .source { color: #666; font-size: .8rem; margin: 0 0 .5rem 0; }
 td .keras-explainable-text { margin-bottom: .4rem; max-width: 60rem; }
 th { text-align: left; }
+img.inputs { max-width: 100%; height: auto; display: block; }
+table.features td { font-size: .85rem; padding: .1rem .6rem; text-align: right; }
+table.features caption { text-align: left; font-weight: 600; font-size: .9rem; }
 footer { color: #777; font-size: .8rem; margin-top: 2rem; }
 """
 
@@ -158,6 +161,77 @@ class Report:
         )
         return self.files[before:]
 
+    def add_inputs(self, name: str, explanations: Sequence, source: str | None = None):
+        """Write one prediction of a multi-input model: a figure per method, feature tables.
+
+        Args:
+            name: the prediction's name; made unique and file-safe.
+            explanations: its :class:`InputsExplanation` s, one per method.
+            source: where the inputs came from (shown under the name).
+
+        Returns:
+            the PNG paths written (one figure per method: a row per class, a
+            column per input).
+        """
+        if not explanations:
+            raise ValueError("`explanations` is empty: pass at least one InputsExplanation.")
+        stem = self._unique_stem(name)
+        before = len(self.files)
+        rows = []
+        for explanation in explanations:
+            relative = f"overlays/{stem}__{explanation.method}.png"
+            path = self.directory / relative
+            explanation.figure(to_file=path)
+            self.files.append(path)
+            count = len(explanation.target_ids)
+            tables = [
+                (part.name, [part.table(i) for i in range(count)])
+                for part in explanation.values()
+                if part.kind == "features" and part.explained
+            ]
+            rows.append({"explanation": explanation, "file": relative, "tables": tables})
+        self._entries.append({"name": name, "source": source, "inputs": rows})
+        return self.files[before:]
+
+    def _inputs_html(self, entry) -> str:
+        """One multi-input prediction: per method its figure, then each feature vector's table."""
+        escape = html.escape
+        parts = []
+        for row in entry["inputs"]:
+            explanation = row["explanation"]
+            title = escape(explanation.method_title)
+            layer = (
+                f" <small>layer: {escape(explanation.layer)}</small>" if explanation.layer else ""
+            )
+            classes = ", ".join(
+                f"#{rank} {escape(label)} (score {score:.4g})"
+                for rank, (label, score) in enumerate(
+                    zip(explanation.labels, explanation.scores), 1
+                )
+            )
+            parts.append(
+                f'<h3>{title}{layer}</h3><p class="source">{classes}</p>'
+                f'<img src="{escape(row["file"])}" alt="{title}: every input" class="inputs">'
+            )
+            for input_name, tables in row["tables"]:
+                header = "".join(f"<th>{escape(label)}</th>" for label in explanation.labels)
+                by_feature = {}
+                for table in tables:
+                    for feature, value, weight in table:
+                        by_feature.setdefault((feature, value), []).append(weight)
+                body = "".join(
+                    f"<tr><td>{escape(feature)}</td><td>{value:.4g}</td>"
+                    + "".join(f"<td>{weight:+.4g}</td>" for weight in weights)
+                    + "</tr>"
+                    for (feature, value), weights in by_feature.items()
+                )
+                parts.append(
+                    f'<table class="features"><caption>{escape(input_name)}: weight per feature'
+                    f"</caption><tr><th>feature</th><th>value</th>{header}</tr>{body}</table>"
+                )
+        source = f'<p class="source">{escape(entry["source"])}</p>' if entry["source"] else ""
+        return f"<section><h2>{escape(entry['name'])}</h2>{source}{''.join(parts)}</section>"
+
     def _text_html(self, entry) -> str:
         """One text: a row per method, each explained class highlighted on its own line."""
         escape = html.escape
@@ -176,6 +250,8 @@ class Report:
         """One input: a table with a column per method and a row per explained class."""
         if "text" in entry:
             return self._text_html(entry)
+        if "inputs" in entry:
+            return self._inputs_html(entry)
         escape = html.escape
         rows = entry["rows"]
         headers = []

@@ -8,6 +8,7 @@ Commands::
         [--preprocess MODE] [--class-names FILE] [--output NAME] [--regression [INDEX] [--decrease]]
     keras-explainable explain MODEL --text "a sentence" [--text-file FILE] --preprocessor SPEC
         [--method integrated_gradients] [--merge-words] [--top-k 1] [--out DIR] ...
+    keras-explainable explain MODEL --input NAME=FILE --input NAME=FILE ... [--method ...]
     keras-explainable methods
 
 ``explain`` loads ``MODEL`` (a ``.keras`` / ``.h5`` file, loaded with
@@ -18,7 +19,10 @@ gallery into ``--out``. With ``--text`` (a text, repeatable) or ``--text-file``
 (one text per line) it explains texts instead, by a token method (Integrated
 Gradients by default), shown highlighted in the same report; ``--preprocessor``
 names what turns a text into token ids (a vocabulary file, a KerasHub preset,
-or ``module:function``: :mod:`keras_explainable.cli.texts`). ``--output NAME``
+or ``module:function``: :mod:`keras_explainable.cli.texts`). ``--input NAME=FILE``
+(one per input of a multi-input model: a picture, or ``.npy``/``.npz``/``.csv`` values;
+:mod:`keras_explainable.cli.inputs`) explains one prediction: a figure per method and
+the feature vectors' weights. ``--output NAME``
 explains one output of a multi-output model (a name or a position),
 ``--regression INDEX`` a regression value instead of classes (``--decrease``: what lowers it); see
 :mod:`keras_explainable.targets`. Class names come from ``--class-names``, else from
@@ -108,6 +112,10 @@ def command_explain(args) -> int:
         load_class_names,
     )
 
+    if args.input:
+        from .inputs import command_inputs
+
+        return command_inputs(args)
     texts = args.text or args.text_file
     methods = method_names(args.method or ("integrated_gradients" if texts else "gradcam"))
     if args.top_k < 1:
@@ -205,6 +213,9 @@ def command_methods(args) -> int:
 def _print_written(report, page: Path) -> None:
     overlays = sum(1 for f in report.files if f.parent.name == "overlays")
     folder = page.parent.resolve()
+    if any("inputs" in entry for entry in getattr(report, "_entries", ())):
+        print(f"Wrote {overlays} figure(s) to {folder}{os.sep}; open {page.resolve()}")
+        return
     if getattr(report, "texts", 0):
         print(f"Explained {report.texts} text(s) in {folder}{os.sep}; open {page.resolve()}")
         return
@@ -264,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--text-file", action="append", metavar="FILE",
         help="a UTF-8 file of texts to explain, one per line (blank lines skipped)",
     )  # fmt: skip
+    explain.add_argument(
+        "--input", action="append", metavar="NAME=FILE",
+        help="a multi-input model: one input by name, a picture or .npy/.npz/.csv values "
+        "(repeat for every input)",
+    )  # fmt: skip
     explain.add_argument("--preprocessor", default=None, metavar="SPEC", help=PREPROCESSOR_HELP)
     explain.add_argument(
         "--merge-words", action="store_true",
@@ -272,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--method", default=None,
         help="method name, or several separated by commas (see `methods`); default gradcam, "
-        "integrated_gradients for texts",
+        "integrated_gradients for texts, gradients for --input",
     )  # fmt: skip
     explain.add_argument(
         "--top-k", type=int, default=1, help="explain the k top classes (default 1)"
@@ -355,8 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(argv)
-        if extra and getattr(args, "images", None) is not None and not any(
-            part.startswith("-") for part in extra
+        if (
+            extra
+            and getattr(args, "images", None) is not None
+            and not any(part.startswith("-") for part in extra)
         ):  # pictures after options (`explain MODEL --top-k 2 a.png`): still pictures
             args.images += extra
         elif extra:

@@ -334,6 +334,31 @@ def explain_texts(args, methods, texts, class_names) -> tuple[Report, Path]:
     )  # fmt: skip
 
 
+def explain_inputs(args, methods, given, class_names) -> tuple[Report, Path]:
+    """``keras-explainable explain MODEL --input NAME=FILE ...``, once its files are checked."""
+    from .inputs import explain_inputs as run_inputs
+
+    model, app_preprocessing, model_names = load_model(args.model)
+    target, explained = build_target(args, model)
+    if class_names is None and target is None:
+        class_names = model_names
+    preprocessing = args.preprocess or app_preprocessing or "none"
+    details = {
+        "model": f"{args.model} ({model.name}, {model.count_params():,} parameters)",
+        "methods": describe_methods(methods),
+        "preprocessing": args.preprocess or ("own" if app_preprocessing else "none"),
+        "explained": explained,
+        "classes explained": f"top {args.top_k}",
+        "backend": keras.backend.backend(),
+    }
+    report = Report(Path(args.out), title=f"{PROGRAM}: {model.name}", details=details)
+    return run_inputs(
+        model, given, methods, report, top_k=args.top_k, class_names=class_names, target=target,
+        layer=parse_layer(args.layer), preprocessing=preprocessing,
+        verbose=0 if args.quiet else 1,
+    )  # fmt: skip
+
+
 def demo(args, methods, out: Path) -> tuple[Report, Path]:
     """``keras-explainable demo``, once the report folder is cleared for writing."""
     from .. import data
