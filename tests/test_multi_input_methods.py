@@ -1,10 +1,11 @@
 """FullGrad, Score-CAM, Ablation-CAM, TTA and RISE on a multi-input model, against numpy.
 
-One tiny image + tabular ReLU model (built once per module: each new model costs
-a compile on JAX), its image input of any size (TTA rescales it). The methods are
+One tiny image + tabular ReLU model (built once per module, seeded weights,
+biases included), its image input of any size (TTA rescales it). The methods are
 called directly on one batch (no engine step) except where the engine's part is
-what is tested. References: the model's own sub-networks and weights, scored by
-hand.
+what is tested; on JAX each test's method calls are one jitted program (eager
+JAX compiles every op). References: the model's forward pass in float64 numpy
+from its weights, scored by hand.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from keras_explainable.engine.multi import Layout
 from keras_explainable.methods import cams, gradient, meta, perturbation
 from keras_explainable.resizing import resize
 
+from .models import jitted, np_conv_same, set_seeded_weights, uninitialized, weights_of
+
 N, H, W, C, F, K = 2, 6, 6, 2, 3, 4
 Y = np.array([2, 0])
 
@@ -30,14 +33,27 @@ def numpy(value):
 
 @pytest.fixture(scope="module")
 def model():
-    keras.utils.set_random_seed(3)
-    image = keras.Input((None, None, C), name="image")
-    features = keras.Input((F,), name="features")
-    a = layers.Conv2D(K, 3, padding="same", activation="relu", name="conv")(image)
-    h = layers.GlobalAveragePooling2D(name="pool")(a)
-    t = layers.Dense(3, activation="relu", name="tab")(features)
-    logits = layers.Dense(3, name="logits")(layers.Concatenate()([h, t]))
-    return keras.Model([image, features], logits, name="image_tabular_relu")
+    with uninitialized():  # JAX: no initializer compiles (the weights are set below)
+        image = keras.Input((None, None, C), name="image")
+        features = keras.Input((F,), name="features")
+        a = layers.Conv2D(K, 3, padding="same", activation="relu", name="conv")(image)
+        h = layers.GlobalAveragePooling2D(name="pool")(a)
+        t = layers.Dense(3, activation="relu", name="tab")(features)
+        logits = layers.Dense(3, name="logits")(layers.Concatenate()([h, t]))
+        model = keras.Model([image, features], logits, name="image_tabular_relu")
+    set_seeded_weights(model, 3)
+    if keras.backend.backend() == "jax":
+        keras.backend.clear_session()  # as models.seeded: drop the "to initialize" registry
+    return model
+
+
+def np_parts(model, image, features):
+    """The conv activations ``A`` and the tabular features ``t``, in float64 numpy."""
+    activations = np.maximum(
+        np_conv_same(np.float64(image), *weights_of(model.get_layer("conv"))), 0
+    )
+    kernel, bias = weights_of(model.get_layer("tab"))
+    return activations, np.maximum(np.float64(features) @ kernel + bias, 0)
 
 
 @pytest.fixture(scope="module")
@@ -52,20 +68,20 @@ def x():
 @pytest.fixture(scope="module")
 def parts(model, x):
     """The conv activations ``A``, the tabular features ``t`` and the head's weights."""
-    activations = numpy(model.get_layer("conv")(x[0]))
-    tabular = numpy(model.get_layer("tab")(x[1]))
-    kernel, bias = (numpy(v) for v in model.get_layer("logits").weights)
-    return activations, tabular, kernel, bias
+    kernel, bias = weights_of(model.get_layer("logits"))
+    return (*np_parts(model, *x), kernel, bias)
 
 
 def score_of(model, image, features, units):
-    logits = numpy(model([image, features], training=False))
+    activations, tabular = np_parts(model, image, features)
+    kernel, bias = weights_of(model.get_layer("logits"))
+    logits = np.concatenate([activations.mean(axis=(1, 2)), tabular], 1) @ kernel + bias
     return logits[np.arange(len(logits)), units]
 
 
 def test_scorecam_masks_the_branch_input(model, x, parts):
     activations = parts[0]
-    scores, maps = cams.scorecam(model, x, Y)
+    scores, maps = jitted(lambda inputs: cams.scorecam(model, inputs, Y), model)(x)
     expected = np.zeros((N, H, W))
     for i in range(N):
         s, valid = np.zeros(K), np.zeros(K, bool)
@@ -85,7 +101,7 @@ def test_scorecam_masks_the_branch_input(model, x, parts):
 
 def test_ablationcam_zeroes_channels_of_the_branch(model, x, parts):
     activations, tabular, kernel, bias = parts
-    _, maps = cams.ablationcam(model, x, Y)
+    _, maps = jitted(lambda inputs: cams.ablationcam(model, inputs, Y), model)(x)
     pooled = activations.mean(axis=(1, 2))
     expected = np.zeros((N, H, W))
     for i in range(N):
@@ -101,17 +117,26 @@ def test_ablationcam_zeroes_channels_of_the_branch(model, x, parts):
 def test_full_gradients_one_map_per_input_complete(model, x):
     """ReLU model, psi = identity: the input maps plus the non-spatial bias terms are the score."""
     identity = lambda term, axis: term  # noqa: E731
-    scores, maps = gradient.full_gradients(model, x, Y, psi=identity)
-    decomposition = gradient.full_gradient_decomposition(model, x, Y)
-    names = [layer.name for layer in decomposition.layers]
+    names = []
+
+    def run(inputs):  # one program on JAX
+        decomposition = gradient.full_gradient_decomposition(model, inputs, Y)
+        names.extend(layer.name for layer in decomposition.layers)
+        return (
+            *gradient.full_gradients(model, inputs, Y, psi=identity),
+            decomposition.input_term,
+            decomposition.bias_terms,
+            gradient.gradients(model, inputs, Y, explained_inputs=(1,))[1],
+        )
+
+    scores, maps, input_term, bias_terms, grads = jitted(run, model)(x)
     assert names == ["conv", "tab", "logits"]
     image_map, feature_map = (numpy(m)[..., 0] for m in maps)
-    terms = [numpy(t)[..., 0] for t in decomposition.bias_terms]
+    terms = [numpy(t)[..., 0] for t in bias_terms]
     # the conv's bias term (on the image branch) is in the image map, at its size
-    input_image = numpy(decomposition.input_term[0])[..., 0].sum(axis=-1)
+    input_image = numpy(input_term[0])[..., 0].sum(axis=-1)
     np.testing.assert_allclose(image_map, input_image + terms[0].sum(-1), rtol=1e-4, atol=1e-6)
-    _, grads = gradient.gradients(model, x, Y, explained_inputs=(1,))  # |d score / d x|
-    expected = x[1] * numpy(grads[1])[..., 0]  # x > 0
+    expected = x[1] * numpy(grads[1])[..., 0]  # |d score / d x|, x > 0
     np.testing.assert_allclose(np.abs(feature_map), expected, rtol=1e-4, atol=1e-6)
     total = image_map.sum((1, 2)) + feature_map.sum(1) + terms[1].sum(1) + terms[2].sum(1)
     np.testing.assert_allclose(total, numpy(scores)[:, 0], rtol=1e-4, atol=1e-5)
@@ -119,11 +144,19 @@ def test_full_gradients_one_map_per_input_complete(model, x):
 
 def test_tta_augments_the_image_and_repeats_the_features(model, x):
     base = gradient.gradients
-    augmented = meta.tta(base, scales=(2.0,), hflip=True)
-    _, maps = augmented(model, x, Y)
     flipped = [x[0][:, :, ::-1], x[1]]
     bigger = [numpy(resize(x[0], (2 * H, 2 * W), (1, 2))).astype("float32"), x[1]]
-    passes = [base(model, v, Y)[1] for v in (x, flipped, bigger, [bigger[0][:, :, ::-1], x[1]])]
+    variants = (x, flipped, bigger, [bigger[0][:, :, ::-1], x[1]])
+
+    def run(inputs, variants):  # one program on JAX
+        return (
+            meta.tta(base, scales=(2.0,), hflip=True)(model, inputs, Y)[1],
+            [base(model, v, Y)[1] for v in variants],
+            meta.tta(cams.gradcam, scales=(), hflip=False)(model, inputs, Y)[1],
+            cams.gradcam(model, inputs, Y)[1],
+        )
+
+    maps, passes, cam, plain_cam = jitted(run, model)(x, variants)
     passes = [[numpy(m) for m in p] for p in passes]
     for p in (1, 3):  # flipped passes: their image maps flipped back
         passes[p][0] = passes[p][0][:, :, ::-1]
@@ -132,13 +165,15 @@ def test_tta_augments_the_image_and_repeats_the_features(model, x):
     for position in (0, 1):
         expected = np.mean([p[position] for p in passes], axis=0)
         np.testing.assert_allclose(numpy(maps[position]), expected, rtol=1e-4, atol=1e-6)
-    _, cam = meta.tta(cams.gradcam, scales=(), hflip=False)(model, x, Y)
-    np.testing.assert_allclose(numpy(cam), numpy(cams.gradcam(model, x, Y)[1]), atol=1e-6)
+    np.testing.assert_allclose(numpy(cam), numpy(plain_cam), atol=1e-6)
 
 
 def test_rise_masks_each_input_like_numpy(model, x):
     settings = dict(masks=12, probability=0.5, seed=7)
-    scores, maps = perturbation.rise(model, x, Y, cell_size=3, **settings)
+    rise = jitted(
+        lambda inputs: perturbation.rise(model, inputs, Y, cell_size=3, **settings), model
+    )
+    scores, maps = rise(x)
     image_masks = perturbation.rise_masks((H, W), cell_size=3, **settings)
     feature_masks = perturbation.rise_masks((F,), cell_size=F, **settings)
     image_map, feature_map = np.zeros((N, H, W)), np.zeros((N, F))
@@ -155,12 +190,13 @@ def test_rise_masks_each_input_like_numpy(model, x):
 
 def test_a_cam_is_resized_to_the_input_its_branch_reads():
     """Two images: the CAM layer's branch decides (no input has the map's rank alone)."""
-    left = keras.Input((8, 8, 1), name="left")
-    right = keras.Input((4, 4, 1), name="right")
-    a = layers.Conv2D(2, 3, name="left_conv")(left)
-    b = layers.Conv2D(2, 3, padding="same", name="right_conv")(right)
-    pooled = [layers.GlobalAveragePooling2D()(a), layers.GlobalAveragePooling2D()(b)]
-    model = keras.Model([left, right], layers.Dense(2)(layers.Concatenate()(pooled)))
+    with uninitialized():  # only the graph is read: no weights needed
+        left = keras.Input((8, 8, 1), name="left")
+        right = keras.Input((4, 4, 1), name="right")
+        a = layers.Conv2D(2, 3, name="left_conv")(left)
+        b = layers.Conv2D(2, 3, padding="same", name="right_conv")(right)
+        pooled = [layers.GlobalAveragePooling2D()(a), layers.GlobalAveragePooling2D()(b)]
+        model = keras.Model([left, right], layers.Dense(2)(layers.Concatenate()(pooled)))
     layout = Layout(model, [np.zeros((1, 8, 8, 1)), np.zeros((1, 4, 4, 1))])
     for name, position in (("left_conv", 0), ("right_conv", 1)):
         tap = ke.inspection.expose(model, arguments=name).activation_taps[0]
@@ -182,7 +218,9 @@ def ranks_of(maps):
 
 
 def probabilities(model, image, features, units):
-    logits = numpy(model([image.astype("float32"), features.astype("float32")], training=False))
+    activations, tabular = np_parts(model, image.astype("float32"), features.astype("float32"))
+    kernel, bias = weights_of(model.get_layer("logits"))
+    logits = np.concatenate([activations.mean(axis=(1, 2)), tabular], 1) @ kernel + bias
     exp = np.exp(logits - logits.max(-1, keepdims=True))
     return (exp / exp.sum(-1, keepdims=True))[np.arange(len(units)), units]
 
