@@ -158,7 +158,7 @@ def _run_child(code: str, out: Path, env, prelude: str = ""):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-4000:]
     arrays = dict(np.load(str(out) + ".npz"))
@@ -271,7 +271,7 @@ def test_jax_two_processes_each_get_their_own_rows(tmp_path):
         )
     for _, child in children:
         try:
-            _, stderr = child.communicate(timeout=240)
+            _, stderr = child.communicate(timeout=600)
         except subprocess.TimeoutExpired:
             for _, other in children:
                 other.kill()

@@ -102,8 +102,16 @@ def compile(fn, model, jit_compile=False):
     # TensorFlow counts traces per code object and warns of "retracing" when the
     # steps of many methods (which share CompiledStep._step) trace once each; a
     # partial has no code object of its own, so each compiled step counts alone.
+    #
+    # autograph=False: like Keras' own predict step (``do_not_convert``), the step is
+    # traced as plain Python. AutoGraph would rewrite the source of every function
+    # the step calls (this package, Keras, the model) on the first trace: 15-30 s
+    # per compiled step on the CI machine, for code that branches only on shapes.
     single = tf.function(
-        functools.partial(fn), jit_compile=bool(jit_compile), reduce_retracing=True
+        functools.partial(fn),
+        jit_compile=bool(jit_compile),
+        reduce_retracing=True,
+        autograph=False,
     )
     replicated: dict = {}  # strategy -> its tf.function
 
@@ -135,8 +143,8 @@ def _active_strategy():
 
 def _replicated_function(fn, strategy, jit_compile):
     """A ``tf.function`` running ``fn`` on each local replica's slice of the batch."""
-    compiled = tf.function(fn, jit_compile=True) if jit_compile else fn
-    return tf.function(_Replicated(compiled, strategy), reduce_retracing=True)
+    compiled = tf.function(fn, jit_compile=True, autograph=False) if jit_compile else fn
+    return tf.function(_Replicated(compiled, strategy), reduce_retracing=True, autograph=False)
 
 
 class _Replicated:
