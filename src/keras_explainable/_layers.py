@@ -283,28 +283,65 @@ def bias_of(layer):
     return ops.convert_to_tensor(bias)
 
 
+#: Keras' own layers whose sub-layers add their biases to tensors of the model: the
+#: projections of an attention layer (KerasHub's attention layers, subclasses from
+#: another package, are opened anyway). Recurrent cells are not: their biases feed gates.
+_OPENED_FOR_BIASES = (keras.layers.MultiHeadAttention,)
+
+
+def biased_layers(model, exclude: Sequence = ()) -> list[tuple[tuple[str, ...], Any, Any]]:
+    """``(path, layer, bias)`` of every layer adding a bias, at any depth (see :func:`bias_of`).
+
+    Every leaf of :func:`flatten_layers` (so the layers inside nested models
+    and inside layers holding layers, e.g. KerasHub's encoder blocks), and the
+    projections inside Keras' ``MultiHeadAttention``. Constants a layer holding
+    layers adds itself (a ViT's class token, a position embedding weight) are
+    not a layer's bias and are not listed.
+    """
+    excluded = {id(e) for e in exclude if not isinstance(e, str)}
+    excluded_names = {e for e in exclude if isinstance(e, str)}
+    found, seen = [], set()
+    for path, layer in flatten_layers(model, include_models=False):
+        inner = []
+        if isinstance(layer, _OPENED_FOR_BIASES):
+            inner = [(path + (sub.name,), sub) for sub in _sublayers(layer, builtin=True)]
+        for where, candidate in inner or [(path, layer)]:
+            if id(candidate) in seen | excluded or candidate.name in excluded_names:
+                continue
+            seen.add(id(candidate))
+            bias = bias_of(candidate)
+            if bias is not None:
+                found.append((where, candidate, bias))
+    return found
+
+
 def layers_with_biases(model, exclude: Sequence = (), return_biases: bool = True):
     """Layers that add a bias term to their output (Dense, Conv, normalization).
 
     Args:
-        model: the model (nested models are searched).
+        model: the model (nested models and layers holding layers are searched,
+            and the projections of Keras' ``MultiHeadAttention``: :func:`biased_layers`).
         exclude: layers (or names) to leave out, e.g. the logits layer.
         return_biases: also return each layer's bias tensor (see :func:`bias_of`).
 
     Returns:
         ``(layers, biases)``, or only ``layers`` when ``return_biases`` is false.
     """
-    excluded = {id(e) for e in exclude if not isinstance(e, str)}
-    excluded_names = {e for e in exclude if isinstance(e, str)}
-    layers, biases = [], []
-    for _, layer in flatten_layers(model, include_models=False):
-        if id(layer) in excluded or layer.name in excluded_names:
-            continue
-        bias = bias_of(layer)
-        if bias is not None:
-            layers.append(layer)
-            biases.append(bias)
+    found = biased_layers(model, exclude)
+    layers, biases = [layer for _, layer, _ in found], [bias for _, _, bias in found]
     return (layers, biases) if return_biases else layers
+
+
+def own_weights(layer) -> list:
+    """The weights ``layer`` holds itself, not through the sub-layers :func:`flatten_layers` opens.
+
+    A plain layer's (and a Keras ``MultiHeadAttention``'s, which is not opened)
+    are all its weights; a nested model's usually none; a layer holding layers
+    (a KerasHub encoder, a ViT embedding block) the weights it made itself,
+    e.g. a class token or a position embedding.
+    """
+    inner = {id(v) for sub in _sublayers(layer) for v in sub.weights}
+    return [v for v in layer.weights if id(v) not in inner]
 
 
 def biases(layers: Sequence) -> list:

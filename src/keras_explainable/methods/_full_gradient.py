@@ -16,6 +16,7 @@ from keras import ops
 from .. import backend, filters, inspection
 from .._axes import SPATIAL_AXIS
 from .._inputs import explained_positions, is_structure, leaves, pack
+from .._layers import biased_layers
 from .._taps import Tap
 from ..resizing import resize
 from ._common import (
@@ -163,15 +164,10 @@ def _bias_taps(model, biases, convention=True):
                     "ke.inspection.layers_with_biases(model), or pass `biases=`."
                 )
     else:
-        taps, layers, found = [], [], []
-        for path, layer in inspection.flatten_layers(model, include_models=False):
-            bias = inspection.bias_of(layer)
-            if bias is not None:
-                taps.append(Tap(layer, 0, path))
-                layers.append(layer)
-                found.append(bias)
-        if biases is None:
-            biases = found
+        found = biased_layers(model)  # at any depth, Keras' attention projections too
+        taps = [Tap(layer, 0, path) for path, layer, _ in found]
+        layers = [layer for _, layer, _ in found]
+        biases = [bias for _, _, bias in found] if biases is None else biases
     biases = list(biases)
     if len(biases) != len(taps):
         raise ValueError(

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from .. import engine, inspection
+from .._layers import own_weights
 from ._common import Scorer, as_images, normalize_maps
 
 # --------------------------------------------------------------------------- similarities
@@ -166,8 +167,13 @@ def _clone(model, sample):
 def randomization_layers(model) -> list[tuple[str, keras.layers.Layer]]:
     """The layers with weights, from the output down, as ``(path, layer)``.
 
-    Nested models are unrolled; the order is the reverse of the models' own
-    (topological) layer order, i.e. the cascading order of Adebayo et al.
+    Nested models and layers holding layers (KerasHub's encoders and blocks, a
+    custom block) are unrolled; the order is the reverse of the models' own
+    (topological, or assignment) layer order, i.e. the cascading order of
+    Adebayo et al. A layer holding layers is listed, after its sub-layers, when
+    it holds weights of its own (a ViT's class token or position embedding):
+    its stage randomizes those only (:func:`keras_explainable._layers.own_weights`),
+    so that the stages together randomize every weight of the model, each once.
 
     Args:
         model: a Keras model or an ``ExposedModel``.
@@ -185,8 +191,9 @@ def randomization_layers(model) -> list[tuple[str, keras.layers.Layer]]:
     if isinstance(model, inspection.ExposedModel):
         model = model.explained_model
     seen, result = set(), []
-    for path, layer in inspection.flatten_layers(model, include_models=False):
-        if layer.weights and id(layer) not in seen:
+    walk = [((model.name,), model), *inspection.flatten_layers(model, include_models=True)]
+    for path, layer in walk:  # containers before their sub-layers: reversed, after them
+        if own_weights(layer) and id(layer) not in seen:
             seen.add(id(layer))
             result.append(("/".join(path), layer))
     return result[::-1]
@@ -208,8 +215,9 @@ def _initializer_of(layer, variable, initializer):
     return keras.initializers.TruncatedNormal(stddev=0.05)
 
 
-def _reinitialize(layer, rng, initializer=None):
-    for variable in layer.weights:
+def _reinitialize(layer, rng, initializer=None, whole=True):
+    """New values for ``layer``'s weights (``whole=False``: only those it holds itself)."""
+    for variable in layer.weights if whole else own_weights(layer):
         init = _initializer_of(layer, variable, initializer)
         config = init.get_config()
         if "seed" in config:
@@ -307,7 +315,9 @@ def model_randomization(
         y: ``(N,)`` classes; ``None`` = the original model's top-1 prediction.
         mode: ``"cascading"`` (the paper's main test) or ``"independent"``.
         layers: the layers to randomize, in order, as paths/names (default:
-            every layer with weights, from the output down).
+            every layer with weights, from the output down, a layer holding
+            layers for its own weights only: :func:`randomization_layers`); a
+            layer named here is randomized whole, its sub-layers included.
         initializer: ``None`` (each layer's own) or a Keras initializer (name,
             instance or config) for every weight.
         seed: seed of the re-initializations.
@@ -365,7 +375,7 @@ def model_randomization(
     for _, layer in stages:
         if mode == "independent":
             clone.set_weights(trained)
-        _reinitialize(layer, rng, initializer)
+        _reinitialize(layer, rng, initializer, whole=layers is not None)
         all_maps.append(explain(explained))
     all_maps = np.stack(all_maps)
     reference = np.broadcast_to(original, all_maps.shape)
