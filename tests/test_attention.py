@@ -80,7 +80,8 @@ def test_rollout_and_transformer_attribution_equal_numpy(model, data):
 def test_without_a_class_token_the_mean_row_is_the_map():
     model = vit.tiny_vit(class_token=False, blocks=1, seed=1)  # 9 tokens, all patches
     x = np.random.default_rng(2).uniform(0, 1, (1, 12, 12, 3)).astype("float32")
-    _, maps = attention.attention_rollout(model, x, np.array([[1]]))  # eager, no compile
+    rollout = models.jitted(lambda i: attention.attention_rollout(model, i, np.array([[1]])), model)
+    _, maps = rollout(x)  # eager on TF/torch, one program on JAX
     _, probabilities = vit.forward(model, x, blocks=1)
     expected = vit.rollout(probabilities).mean(1).reshape(1, 3, 3, 1)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(maps), expected, atol=1e-5, rtol=1e-4)
@@ -156,7 +157,7 @@ def test_bad_input_is_a_clear_error(model, data):
         attention.attention_rollout(model, x, y, head_fusion="sum")
     with pytest.raises(ValueError, match=r"discard_ratio .* in \[0, 1\)"):
         attention.attention_rollout(model, x, y, discard_ratio=1.0)
-    with pytest.raises(ValueError, match=r"10 tokens, which is not 0 prefix tokens \+ a 4x4"):
+    with pytest.raises(ValueError, match=r"10 tokens, fewer than the 16 patches of a 4x4 grid"):
         attention.attention_rollout(model, x, y, token_grid=(4, 4))
 
     inputs = keras.Input((4, 4))
@@ -173,8 +174,9 @@ def test_bad_input_is_a_clear_error(model, data):
     own = OwnAttention(2, 2, name="own")
     pooled = keras.layers.GlobalAveragePooling1D()(own(tokens, tokens))
     custom = keras.Model(tokens, keras.layers.Dense(2)(pooled))
+    explain = models.jitted(lambda i: attention.transformer_attribution(custom, i, [0]), custom)
     with pytest.raises(ValueError, match="'own' ran without its softmax.*no attention prob"):
-        attention.transformer_attribution(custom, np.zeros((1, 5, 4), "float32"), [0])
+        explain(np.zeros((1, 5, 4), "float32"))  # JAX: raised from the trace, nothing compiles
     assert _taps.installed_layers() == 0
 
 
@@ -202,10 +204,13 @@ def test_keras_hub_vit_and_dinov2_with_registers():
     dinov2_model = keras.Model(images, head(tokens[:, 0]))
     models.he_normal_weights(head)
     x = np.random.default_rng(4).uniform(0, 1, (1, 32, 32, 3)).astype("float32")
+    methods = (attention.attention_rollout, attention.transformer_attribution)
     for model in (vit_model, dinov2_model):
         assert len(_attention.attention_layers(model)) == 2
-        for method in (ke.attention_rollout, ke.transformer_attribution):
-            scores, raw = method(model, x, [1], **RAW)  # on the 4 x 4 patch grid
+        # both methods in one program on JAX (the engine's part: the tiny ViT's tests above)
+        both = models.jitted(lambda i, m=model: [method(m, i, [1]) for method in methods], model)
+        for method, (scores, raw) in zip(methods, both(x)):
+            scores, raw = (keras.ops.convert_to_numpy(v) for v in (scores, raw))
             assert scores.shape == (1, 1) and np.isfinite(scores).all(), method.__name__
             assert raw.shape == (1, 4, 4, 1) and np.isfinite(raw).all(), method.__name__
             assert np.ptp(raw) > 0, method.__name__  # prefix tokens dropped, a real map
