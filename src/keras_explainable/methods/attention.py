@@ -5,7 +5,9 @@ self-attention block ``l`` while the model runs (taps, see
 :mod:`keras_explainable._attention`; the model is not changed), combine them
 through the blocks into a ``T x T`` relevance matrix ``R``, and read the map off
 one row of it: the class token's row (token 0) over the patch tokens, or, for a
-model without prefix tokens, the mean row. The map lies on the patch grid,
+model without prefix tokens, the mean row. Only that row is computed: it is
+multiplied through the blocks from the left (``T^2`` per block and sample, not
+the ``T^3`` of the full product). The map lies on the patch grid,
 ``(batch, gh, gw, units)``; the shortcuts resize it to the input like a CAM.
 
 =========================  ====================================================
@@ -67,8 +69,8 @@ def _record(model, inputs, indices, indices_axis, indices_batch_dims, target, gr
     return inputs, scores, [widen(a) for a in probabilities], grads, tokens
 
 
-def _patch_maps(model, relevance, inputs, tokens, spatial_axis, token_grid, prefix_tokens):
-    """``(batch, gh, gw, units)`` maps from ``relevance`` ``(batch, units, T, T)``."""
+def _layout(model, inputs, tokens, spatial_axis, token_grid, prefix_tokens):
+    """Where the patch tokens lie among the ``tokens`` the attention layers attend over."""
     if token_grid is None and prefix_tokens is None:  # an exposure may say how the tokens lie
         token_grid = getattr(model, "token_grid", None)
         prefix_tokens = getattr(model, "prefix_tokens", None)
@@ -79,7 +81,7 @@ def _patch_maps(model, relevance, inputs, tokens, spatial_axis, token_grid, pref
             f"The attention methods map tokens onto the patch grid of 2-D images; the inputs "
             f"have shape {tuple(inputs.shape)} with spatial axes {axes}. Explain 2-D images."
         )
-    layout = _token_grid.token_layout(
+    return _token_grid.token_layout(
         tokens,
         [inputs.shape[a] for a in axes],
         _token_grid.patch_strides(model),
@@ -87,11 +89,19 @@ def _patch_maps(model, relevance, inputs, tokens, spatial_axis, token_grid, pref
         prefix_tokens,
         name="the attention layers",
     )
+
+
+def _read_out(layout, tokens, dtype):
+    """The row vector ``v`` whose product ``v R`` is the map: ``(1, T)``.
+
+    The class token's row (token 0) with prefix tokens, else the mean row.
+    Only that row of ``R`` is ever needed, so the methods multiply it through
+    the blocks from the left (``T^2`` per block) instead of forming the
+    ``T x T`` product of the blocks (``T^3`` per block).
+    """
     if layout.prefix:
-        rows = relevance[:, :, 0]  # the class token's row
-    else:
-        rows = ops.mean(relevance, axis=2)  # no class token: the mean row
-    return layout.to_grid(ops.transpose(rows, (0, 2, 1)))  # (batch, T, units) -> the grid
+        return ops.cast(ops.arange(tokens) == 0, dtype)[None]
+    return ops.full((1, tokens), 1.0 / tokens, dtype=dtype)
 
 
 def _check_options(head_fusion, discard_ratio):
@@ -176,16 +186,17 @@ def attention_rollout(
     inputs, scores, probabilities, _, tokens = _record(
         model, inputs, indices, indices_axis, indices_batch_dims, target, gradients=False
     )
-    identity = ops.eye(tokens, dtype=probabilities[0].dtype)
-    rollout = None
-    for attention in probabilities:
+    layout = _layout(model, inputs, tokens, spatial_axis, token_grid, prefix_tokens)
+    dtype = probabilities[0].dtype
+    identity = ops.eye(tokens, dtype=dtype)
+    # R = F_L ... F_1; its read-out row v R, multiplied from the left: (batch, 1, T)
+    row = _read_out(layout, tokens, dtype)[None]  # (1, 1, T): matmul broadcasts the batch
+    for attention in reversed(probabilities):
         fused = _discard_lowest(_FUSIONS[head_fusion](attention, axis=1), discard_ratio)
         fused = fused + identity
         fused = fused / ops.sum(fused, axis=-1, keepdims=True)
-        rollout = fused if rollout is None else ops.matmul(fused, rollout)
-    maps = _patch_maps(
-        model, rollout[:, None], inputs, tokens, spatial_axis, token_grid, prefix_tokens
-    )
+        row = ops.matmul(row, fused)
+    maps = layout.to_grid(ops.transpose(row, (0, 2, 1)))  # (batch, T, 1) -> the grid
     units = scores.shape[-1]
     return scores, ops.repeat(maps, units, axis=-1)
 
@@ -240,14 +251,14 @@ def transformer_attribution(
     inputs, scores, probabilities, grads, tokens = _record(
         model, inputs, indices, indices_axis, indices_batch_dims, target, gradients=True
     )
-    relevance = None
-    for attention, gradient in zip(probabilities, grads):
+    layout = _layout(model, inputs, tokens, spatial_axis, token_grid, prefix_tokens)
+    # R = (I + Ā_L) ... (I + Ā_1); its read-out row v R, multiplied from the left:
+    # (batch, units, 1, T), v (I + Ā) = v + v Ā
+    row = _read_out(layout, tokens, probabilities[0].dtype)[None, None]  # (1, 1, 1, T)
+    for attention, gradient in reversed(list(zip(probabilities, grads))):
         # (batch, heads, T, T, units) -> mean over heads -> (batch, units, T, T)
         weighted = ops.mean(ops.relu(gradient * ops.expand_dims(attention, -1)), axis=1)
         weighted = ops.transpose(weighted, (0, 3, 1, 2))
-        if relevance is None:
-            relevance = ops.eye(tokens, dtype=weighted.dtype) + weighted  # R = I + Ā I
-        else:
-            relevance = relevance + ops.matmul(weighted, relevance)
-    maps = _patch_maps(model, relevance, inputs, tokens, spatial_axis, token_grid, prefix_tokens)
+        row = row + ops.matmul(row, weighted)
+    maps = layout.to_grid(ops.transpose(row[:, :, 0], (0, 2, 1)))  # (batch, T, units)
     return scores, maps
