@@ -250,7 +250,9 @@ def token_integrated_gradients(
             fill = ops.full(ops.shape(item), token, dtype=item.dtype)
             mask = setup.masks[index]
             replaced[position] = fill if mask is None else ops.where(mask, fill, item)
-    _, baseline_values = backend.forward(runner, setup.pack(replaced), taps)
+    baseline_values = [None] * len(taps)
+    if any(chosen is not None for chosen in ids):  # zero baselines need no forward pass
+        _, baseline_values = backend.forward(runner, setup.pack(replaced), taps)
     baselines = []
     for index, (value, chosen) in enumerate(zip(baseline_values, ids)):
         reference = ops.zeros_like(embeddings[index]) if chosen is None else value
