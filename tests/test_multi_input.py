@@ -234,8 +234,8 @@ def test_integer_inputs_are_skipped_or_explained_at_their_embedding(coded, x):
     )
     assert maps[0] is None and maps[1].shape == (N, 1, 1)
     rows = np.arange(N)
-    scores = np.asarray(coded([x[0], codes]))[rows, Y % 3]
-    hidden = np.asarray(coded([x[0], np.zeros_like(codes)]))[rows, Y % 3]
+    scores = keras.ops.convert_to_numpy(coded([x[0], codes]))[rows, Y % 3]
+    hidden = keras.ops.convert_to_numpy(coded([x[0], np.zeros_like(codes)]))[rows, Y % 3]
     np.testing.assert_allclose(maps[1][:, 0, 0], scores - hidden, atol=1e-5)
 
 

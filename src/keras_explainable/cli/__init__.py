@@ -58,7 +58,6 @@ code  meaning
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -72,11 +71,14 @@ from ._common import (
     EXIT_USAGE,
     PROGRAM,
     CommandError,
+    check_target_flags,
     method_names,
     one_line,
+    print_written,
     registry,
 )
 from .environment import filtered_stderr, quiet_frameworks, use_installed_backend
+from .inputs import check_input_flags
 from .texts import HELP as PREPROCESSOR_HELP
 from .texts import check_image_flags, check_text_flags
 
@@ -112,15 +114,20 @@ def command_explain(args) -> int:
         load_class_names,
     )
 
-    if args.input:
-        from .inputs import command_inputs
-
-        return command_inputs(args)
     texts = args.text or args.text_file
-    methods = method_names(args.method or ("integrated_gradients" if texts else "gradcam"))
+    default = "gradients" if args.input else "integrated_gradients" if texts else "gradcam"
+    methods = method_names(args.method or default)
     if args.top_k < 1:
         raise CommandError(f"--top-k must be at least 1; got {args.top_k}.", EXIT_USAGE)
-    _check_target_flags(args, methods)
+    check_target_flags(args, methods)
+    if args.input:  # a multi-input model: --input NAME=FILE ... (cli/inputs.py)
+        given = check_input_flags(args)
+        class_names = load_class_names(args.class_names) if args.class_names else None
+        if is_model_path(args.model):
+            check_model_file(args.model)
+        explained = _load_commands().explain_inputs(args, methods, given, class_names)
+        print_written(*explained)
+        return EXIT_OK
     if texts:
         texts = check_text_flags(args, methods)
     else:
@@ -135,29 +142,8 @@ def command_explain(args) -> int:
         report, page = commands.explain_texts(args, methods, texts, class_names)
     else:
         report, page = commands.explain(args, methods, images, class_names)
-    _print_written(report, page)
+    print_written(report, page)
     return EXIT_OK
-
-
-def _check_target_flags(args, methods) -> None:
-    """``--output`` / ``--regression`` / ``--decrease``: consistent, for methods taking them."""
-    if args.decrease and args.regression is None:
-        raise CommandError(
-            "--decrease explains what lowers a regression value; add --regression [INDEX].",
-            EXIT_USAGE,
-        )
-    if args.regression is not None and args.regression < 0:
-        raise CommandError(f"--regression INDEX is >= 0; got {args.regression}.", EXIT_USAGE)
-    if args.output is None and args.regression is None:
-        return
-    known, _ = registry()
-    fixed = [name for name in methods if not getattr(known[name], "any_target", True)]
-    if fixed:
-        raise CommandError(
-            f"--output/--regression choose what is explained, which {', '.join(fixed)} cannot "
-            "follow (its weights are the classifier's); use gradcam.",
-            EXIT_USAGE,
-        )
 
 
 def prepare_demo_folder(out: Path, force: bool = False) -> Path:
@@ -189,7 +175,7 @@ def command_demo(args) -> int:
     out = Path(args.out)
     prepare_demo_folder(out, args.force)
     report, page = _load_commands().demo(args, methods, out)
-    _print_written(report, page)
+    print_written(report, page)
     return EXIT_OK
 
 
@@ -208,21 +194,6 @@ def command_methods(args) -> int:
                 print(f"  {'':<{width}}  {info.reference}")
     print(f"Use one with `{PROGRAM} explain MODEL IMAGE --method NAME` (several: a,b,c).")
     return EXIT_OK
-
-
-def _print_written(report, page: Path) -> None:
-    overlays = sum(1 for f in report.files if f.parent.name == "overlays")
-    folder = page.parent.resolve()
-    if any("inputs" in entry for entry in getattr(report, "_entries", ())):
-        print(f"Wrote {overlays} figure(s) to {folder}{os.sep}; open {page.resolve()}")
-        return
-    if getattr(report, "texts", 0):
-        print(f"Explained {report.texts} text(s) in {folder}{os.sep}; open {page.resolve()}")
-        return
-    print(
-        f"Wrote {overlays} overlay(s) for {len(report)} image(s) to {folder}{os.sep}; "
-        f"open {page.resolve()}"
-    )
 
 
 # --------------------------------------------------------------------------- parser

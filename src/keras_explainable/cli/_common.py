@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 PROGRAM = "keras-explainable"
 
@@ -69,3 +71,40 @@ def method_names(spec: str, stream=None) -> list[str]:
             )
         found.append(canonical)
     return found
+
+
+def check_target_flags(args, methods) -> None:
+    """``--output`` / ``--regression`` / ``--decrease``: consistent, for methods taking them."""
+    if args.decrease and args.regression is None:
+        raise CommandError(
+            "--decrease explains what lowers a regression value; add --regression [INDEX].",
+            EXIT_USAGE,
+        )
+    if args.regression is not None and args.regression < 0:
+        raise CommandError(f"--regression INDEX is >= 0; got {args.regression}.", EXIT_USAGE)
+    if args.output is None and args.regression is None:
+        return
+    known, _ = registry()
+    fixed = [name for name in methods if not getattr(known[name], "any_target", True)]
+    if fixed:
+        raise CommandError(
+            f"--output/--regression choose what is explained, which {', '.join(fixed)} cannot "
+            "follow (its weights are the classifier's); use gradcam.",
+            EXIT_USAGE,
+        )
+
+
+def print_written(report, page: Path) -> None:
+    """The line saying what was written where."""
+    overlays = sum(1 for f in report.files if f.parent.name == "overlays")
+    folder = page.parent.resolve()
+    if any("inputs" in entry for entry in getattr(report, "_entries", ())):
+        print(f"Wrote {overlays} figure(s) to {folder}{os.sep}; open {page.resolve()}")
+        return
+    if getattr(report, "texts", 0):
+        print(f"Explained {report.texts} text(s) in {folder}{os.sep}; open {page.resolve()}")
+        return
+    print(
+        f"Wrote {overlays} overlay(s) for {len(report)} image(s) to {folder}{os.sep}; "
+        f"open {page.resolve()}"
+    )

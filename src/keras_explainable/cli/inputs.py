@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ._common import EXIT_IMAGE, EXIT_MISSING, EXIT_USAGE, CommandError, one_line
 
-__all__ = ["check_input_flags", "command_inputs", "explain_inputs", "parse_inputs", "read_inputs"]
+__all__ = ["check_input_flags", "explain_inputs", "parse_inputs", "read_inputs"]
 
 #: ``cli.files.IMAGE_EXTENSIONS``: an input file with one of these is a picture.
 PICTURES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -76,24 +76,6 @@ def check_input_flags(args) -> dict[str, Path]:
             EXIT_USAGE,
         )
     return parse_inputs(args.input)
-
-
-def command_inputs(args) -> int:
-    """``explain MODEL --input NAME=FILE ...``: checked without Keras, then explained."""
-    from . import _check_target_flags, _load_commands, _print_written
-    from ._common import EXIT_OK, method_names
-    from .files import check_model_file, is_model_path, load_class_names
-
-    methods = method_names(args.method or "gradients")
-    if args.top_k < 1:
-        raise CommandError(f"--top-k must be at least 1; got {args.top_k}.", EXIT_USAGE)
-    _check_target_flags(args, methods)
-    given = check_input_flags(args)
-    class_names = load_class_names(args.class_names) if args.class_names else None
-    if is_model_path(args.model):
-        check_model_file(args.model)
-    _print_written(*_load_commands().explain_inputs(args, methods, given, class_names))
-    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- with Keras
