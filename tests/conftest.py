@@ -15,6 +15,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # 1-7 s per shape; the classic threefry takes ~0.1-0.7 s (measured on the CI machine),
 # which halves the suite's compile time. It changes only the random bits drawn.
 os.environ.setdefault("JAX_THREEFRY_PARTITIONABLE", "0")
+# JAX: XLA's CPU backend optimizes every compiled program with LLVM at its highest level;
+# the suite compiles hundreds of tiny programs that each run a few times, so the
+# optimization costs far more than it saves (a KerasHub ViT step compiled in 5.8 s ->
+# 1.7 s; seven of the heaviest files 300 s -> 208 s). Results are the same programs.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 import gc  # noqa: E402
 
