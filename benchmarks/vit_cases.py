@@ -38,28 +38,12 @@ TARGETS = {"gradcam (tokens)": 1.1, "attention_rollout": 1.1, "transformer_attri
 
 
 def _layers():
-    import keras
+    """The class-token and position-embedding layers of vit_localization.py's ViT.
 
-    class ClassToken(keras.layers.Layer):
-        """A learned class token in front of the patch tokens."""
-
-        def build(self, input_shape):
-            self.token = self.add_weight(shape=(1, 1, input_shape[-1]), initializer="zeros")
-
-        def call(self, tokens):
-            batch = keras.ops.shape(tokens)[0]
-            token = keras.ops.broadcast_to(self.token, (batch, 1, tokens.shape[-1]))
-            return keras.ops.concatenate([keras.ops.cast(token, tokens.dtype), tokens], axis=1)
-
-    class PositionEmbedding(keras.layers.Layer):
-        """A learned embedding per token position."""
-
-        def build(self, input_shape):
-            init = keras.initializers.RandomNormal(stddev=0.02)
-            self.embedding = self.add_weight(shape=tuple(input_shape[1:]), initializer=init)
-
-        def call(self, tokens):
-            return tokens + keras.ops.cast(self.embedding, tokens.dtype)
+    Imported here, not at the top: that module imports Keras, which must wait until the
+    benchmark has chosen the backend.
+    """
+    from vit_localization import ClassToken, PositionEmbedding
 
     return ClassToken, PositionEmbedding
 
