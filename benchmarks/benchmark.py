@@ -471,7 +471,7 @@ def run(args):
         model, size = text_cases.build_model(args.seed), text_cases.LENGTH
         x, y = text_cases.inputs(args.batch, args.seed)
     elif args.methods == "vit":  # a ViT and the transformer methods: see vit_cases.py
-        model, size = vit_cases.build_model(args.seed)
+        model, size = vit_cases.build_model(args.seed, blocks=args.vit_blocks)
         x, y = vit_cases.inputs(args.batch, args.seed, size)
     else:
         model, size = build_model(args.model, args.seed)
@@ -788,6 +788,13 @@ def main(argv=None):
         "ke.targets.output(name) and a custom target against the default target; text: the "
         "token methods on a text classifier and a generation attribution (text_cases.py); vit: "
         "Grad-CAM on tokens, attention rollout and transformer attribution on a ViT (vit_cases.py)",
+    )
+    parser.add_argument(
+        "--vit-blocks",
+        type=int,
+        default=vit_cases.BLOCKS,
+        help=f"--methods vit: the ViT's transformer blocks (default {vit_cases.BLOCKS}, "
+        "ViT-Tiny/16's depth)",
     )
     parser.add_argument(
         "--model",

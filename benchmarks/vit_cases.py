@@ -3,14 +3,19 @@
 The model is a ViT of realistic shape, random weights (nothing is downloaded):
 ``224 x 224 x 3`` images -> 16 x 16 patches (a 14 x 14 grid) -> a class token
 and learned position embeddings -> ``BLOCKS`` pre-norm blocks of
-``keras.layers.MultiHeadAttention`` (width 192, 3 heads: ViT-Tiny's width,
-fewer blocks) and an MLP of width 768 -> the final norm -> ``Dense(1000)`` on
-the class token. Cases, all on the same batch and interleaved with
+``keras.layers.MultiHeadAttention`` (width 192, 3 heads) and an MLP of width
+768 -> the final norm -> ``Dense(1000)`` on the class token: ViT-Ti/16
+(Touvron et al. 2021), the smallest published ViT, 12 blocks deep
+(``benchmark.py --vit-blocks N`` for other depths: the share of a block's
+backward pass in Grad-CAM's cost grows as the model gets shallower). Cases, all on the same batch and interleaved with
 ``model.predict``:
 
 - ``gradcam (tokens)``: ``ke.gradcam(model, x, y)`` with its default layer on a
-  transformer (the last block's output, a ``(batch, 197, 192)`` token tensor
-  mapped onto the 14 x 14 grid, the class token dropped); target <= 1.1x predict;
+  transformer (the last block's input: its output sends no gradient to the
+  patch tokens, only the class token is read; a ``(batch, 197, 192)`` token
+  tensor mapped onto the 14 x 14 grid, the class token dropped), so one
+  forward pass and a backward pass through the last block and the head;
+  target <= 1.1x predict;
 - ``attention_rollout``: one forward pass recording every block's attention
   probabilities, multiplied through the blocks; target <= 1.1x predict;
 - ``transformer_attribution``: one forward and one backward pass to every
@@ -32,7 +37,7 @@ SIZE = 224
 PATCH = 16
 WIDTH = 192
 HEADS = 3
-BLOCKS = 4
+BLOCKS = 12
 CLASSES = 1000
 TARGETS = {"gradcam (tokens)": 1.1, "attention_rollout": 1.1, "transformer_attribution": 3.0}
 

@@ -188,14 +188,21 @@ def attention_rollout(
     )
     layout = _layout(model, inputs, tokens, spatial_axis, token_grid, prefix_tokens)
     dtype = probabilities[0].dtype
-    identity = ops.eye(tokens, dtype=dtype)
-    # R = F_L ... F_1; its read-out row v R, multiplied from the left: (batch, 1, T)
-    row = _read_out(layout, tokens, dtype)[None]  # (1, 1, T): matmul broadcasts the batch
+    # R = F_L ... F_1 with F = D^-1 (Â + I), D the row sums of Â + I; its read-out
+    # row v R, multiplied from the left: v F = u Â + u with u = v D^-1, (batch, 1, T).
+    # Neither Â + I nor F is formed: for the mean over heads, not even Â
+    # (u Â = mean_heads(u A)), which saves passes over the (batch, heads, T, T)
+    # probabilities (it matters where the steps run eagerly: TensorFlow, PyTorch).
+    row = _read_out(layout, tokens, dtype)[None]  # (1, 1, T): the batch broadcasts
     for attention in reversed(probabilities):
-        fused = _discard_lowest(_FUSIONS[head_fusion](attention, axis=1), discard_ratio)
-        fused = fused + identity
-        fused = fused / ops.sum(fused, axis=-1, keepdims=True)
-        row = ops.matmul(row, fused)
+        if head_fusion == "mean" and discard_ratio == 0:
+            sums = ops.mean(ops.sum(attention, axis=-1), axis=1) + 1.0  # (batch, T)
+            scaled = row / sums[:, None, :]
+            row = ops.mean(ops.matmul(scaled[:, None], attention), axis=1) + scaled
+        else:
+            fused = _discard_lowest(_FUSIONS[head_fusion](attention, axis=1), discard_ratio)
+            scaled = row / (ops.sum(fused, axis=-1) + 1.0)[:, None, :]
+            row = ops.matmul(scaled, fused) + scaled
     maps = layout.to_grid(ops.transpose(row, (0, 2, 1)))  # (batch, T, 1) -> the grid
     units = scores.shape[-1]
     return scores, ops.repeat(maps, units, axis=-1)
