@@ -7,8 +7,8 @@ and learned position embeddings -> ``BLOCKS`` pre-norm blocks of
 768 -> the final norm -> ``Dense(1000)`` on the class token: ViT-Ti/16
 (Touvron et al. 2021), the smallest published ViT, 12 blocks deep
 (``benchmark.py --vit-blocks N`` for other depths: the share of a block's
-backward pass in Grad-CAM's cost grows as the model gets shallower). Cases, all on the same batch and interleaved with
-``model.predict``:
+backward pass in Grad-CAM's cost grows as the model gets shallower). Cases,
+all on the same batch and interleaved with ``model.predict``:
 
 - ``gradcam (tokens)``: ``ke.gradcam(model, x, y)`` with its default layer on a
   transformer (the last block's input: its output sends no gradient to the
