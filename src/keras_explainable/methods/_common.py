@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from .. import _inputs
+from .. import _inputs, backend
 from .. import targets as _targets
 from .._axes import positive_axes  # noqa: F401  (re-exported for the methods)
 from .._precision import widen  # noqa: F401  (re-exported for the methods)
@@ -116,6 +116,43 @@ def chunked(total: int, chunk_size: int | None) -> list[tuple[int, int]]:
     if chunk_size is None:
         return [(0, total)]
     return [(start, min(start + chunk_size, total)) for start in range(0, total, chunk_size)]
+
+
+def sum_along_path(step, alphas, weights, chunk_size):
+    """``(totals, extra)``: the path methods' sums over the chunks of their path points.
+
+    ``step(alpha, weight, count)`` gets one chunk of ``count`` points (``alpha`` and
+    ``weight``, float32 tensors ``(count,)``) and returns ``(partials, extra)``: the
+    chunk's weighted sums (a list of tensors, shaped alike for every chunk) and
+    anything else. The partials of all chunks are added up; ``extra`` is that of
+    the last chunk (the one holding the end of the path).
+
+    ``chunk_size`` points go through one pass; ``None`` runs all of them in one
+    pass, or one point (one batch of rows) per pass where the backend prefers
+    small passes (JAX on CPU). The chunks before the last one run as one loop
+    (:func:`backend.fold`: compiled on JAX, so the program holds one pass, not one
+    per chunk).
+    """
+    count = len(alphas)
+    if chunk_size is None:
+        chunk_size = 1 if backend.prefers_small_passes() else count
+    start = (count - 1) // chunk_size * chunk_size  # the last chunk: [start, count)
+
+    def tensor(values):
+        return ops.convert_to_tensor(values, "float32")
+
+    totals, extra = step(tensor(alphas[start:]), tensor(weights[start:]), count - start)
+    if start:
+        shape = (start // chunk_size, chunk_size)
+        chunks = (tensor(alphas[:start].reshape(shape)), tensor(weights[:start].reshape(shape)))
+        totals = backend.fold(lambda chunk: step(*chunk, chunk_size)[0], chunks, totals)
+    return totals, extra
+
+
+def weighted_sum(grouped, weight):
+    """``sum_k weight[k] * grouped[k]`` over the first axis (one chunk's path points)."""
+    shape = (grouped.shape[0],) + (1,) * (len(grouped.shape) - 1)
+    return ops.sum(grouped * ops.reshape(ops.cast(weight, grouped.dtype), shape), axis=0)
 
 
 def check_chunk_size(chunk_size) -> None:

@@ -19,13 +19,14 @@ from .. import _inputs, backend
 from .._branches import branch_leaves
 from ._common import (
     as_indices,
-    chunked,
     prepare_target,
+    sum_along_path,
     tile_batch,
     tile_indices,
     tile_target,
     ungroup,
     unit_selector,
+    weighted_sum,
     widen,
 )
 
@@ -88,18 +89,16 @@ def integrated_gradient_maps(
     deltas = {p: items[p] - baselines[p] for p in positions}
     indices = as_indices(indices)
     runner, target = prepare_target(model, target)
-    totals = dict.fromkeys(positions)
-    scores = None
-    for start, stop in chunked(len(alphas), chunk_size):
-        count = stop - start
+
+    def step(alpha, weight, count):
         points = []
         for position, item in enumerate(items):
             if position not in baselines:
                 points.append(tile_batch(item, count))
                 continue
             shape = (count, 1) + (1,) * (len(item.shape) - 1)
-            alpha = ops.reshape(ops.convert_to_tensor(alphas[start:stop], item.dtype), shape)
-            point = baselines[position][None] + alpha * deltas[position][None]
+            alpha_rows = ops.reshape(ops.cast(alpha, item.dtype), shape)
+            point = baselines[position][None] + alpha_rows * deltas[position][None]
             points.append(ops.reshape(point, (-1,) + tuple(item.shape[1:])))
         result = backend.value_and_gradients(
             runner,
@@ -113,14 +112,13 @@ def integrated_gradient_maps(
             wrt_inputs=positions,
         )
         grads = _inputs.leaves(result.input_gradients)
-        for position in positions:
-            grad = ungroup(widen(grads[position]), count)
-            weight = ops.convert_to_tensor(weights[start:stop], grad.dtype)
-            weight = ops.reshape(weight, (count,) + (1,) * (len(grad.shape) - 1))
-            partial = ops.sum(grad * weight, axis=0)
-            totals[position] = partial if totals[position] is None else totals[position] + partial
-        if alphas[stop - 1] == 1.0:
-            scores = ungroup(result.scores, count)[-1]
+        partials = [weighted_sum(ungroup(widen(grads[p]), count), weight) for p in positions]
+        return partials, ungroup(result.scores, count)[-1]
+
+    sums, scores = sum_along_path(step, alphas, weights, chunk_size)
+    totals = dict(zip(positions, sums))
+    if alphas[-1] != 1.0:  # the scores at the inputs themselves: the path's end, or a pass
+        scores = None
     if scores is None:
         outputs, values = backend.forward(runner, _inputs.pack(inputs, items))
         scores = unit_selector(indices, indices_axis, indices_batch_dims, target)(outputs, values)

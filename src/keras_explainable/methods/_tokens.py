@@ -29,13 +29,14 @@ from .._taps import tapped
 from .._tokens import is_ids  # noqa: F401  (for meta.smooth)
 from ._common import (
     as_indices,
-    chunked,
     prepare_target,
+    sum_along_path,
     tile_batch,
     tile_indices,
     tile_target,
     ungroup,
     unit_selector,
+    weighted_sum,
     widen,
 )
 
@@ -260,14 +261,13 @@ def token_integrated_gradients(
         if mask is not None:  # padding stays itself along the path
             reference = ops.where(mask[..., None], reference, embeddings[index])
         baselines.append(reference)
-    totals = [None] * len(taps)
-    for start, stop in chunked(len(alphas), chunk_size):
-        count = stop - start
-        alpha = ops.convert_to_tensor(alphas[start:stop], "float32")
-        rows = ops.reshape(ops.repeat(alpha, int(setup.items[0].shape[0])), (-1, 1, 1))
+    batch = int(setup.items[0].shape[0])
+
+    def step(alpha, weight, count):
+        rows = ops.reshape(ops.repeat(alpha, batch), (-1, 1, 1))
         tiled = [tile_batch(b, count) for b in baselines]
 
-        def along_path(position, output, tiled=tiled, rows=rows):
+        def along_path(position, output):
             point = tiled[position] + ops.cast(rows, output.dtype) * (
                 output - ops.cast(tiled[position], output.dtype)
             )
@@ -285,12 +285,10 @@ def token_integrated_gradients(
             taps=taps,
             differentiate=range(len(taps)),
         )
-        for index, grad in enumerate(result.tap_gradients):
-            grad = ungroup(widen(grad), count)
-            weight = ops.convert_to_tensor(weights[start:stop], grad.dtype)
-            weight = ops.reshape(weight, (count,) + (1,) * (len(grad.shape) - 1))
-            partial = ops.sum(grad * weight, axis=0)
-            totals[index] = partial if totals[index] is None else totals[index] + partial
+        grads = result.tap_gradients
+        return [weighted_sum(ungroup(widen(grad), count), weight) for grad in grads], None
+
+    totals, _ = sum_along_path(step, alphas, weights, chunk_size)
     token_maps = [
         reduce_embedding(total, ops.cast(value, "float32") - ops.cast(reference, "float32"), "dot")
         for total, value, reference in zip(totals, embeddings, baselines)

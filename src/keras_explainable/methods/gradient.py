@@ -20,13 +20,14 @@ from ._common import (
     as_indices,
     as_inputs,
     check_chunk_size,
-    chunked,
     positive_axes,
     prepare_target,
+    sum_along_path,
     tile_indices,
     tile_target,
     ungroup,
     unit_selector,
+    weighted_sum,
     widen,
 )
 from ._full_gradient import (  # noqa: F401  (FullGrad: its own module)
@@ -353,12 +354,9 @@ def integrated_gradients(
     baseline = _baseline_like(baseline, inputs)
     delta = inputs - baseline
     sample_rank = len(inputs.shape) - 1
-    total = scores = None
-    for start, stop in chunked(len(alphas), chunk_size):
-        count = stop - start
-        shape = (count, 1) + (1,) * sample_rank
-        alpha = ops.reshape(ops.convert_to_tensor(alphas[start:stop], inputs.dtype), shape)
-        weight = ops.convert_to_tensor(weights[start:stop], inputs.dtype)
+
+    def step(alpha, weight, count):
+        alpha = ops.reshape(ops.cast(alpha, inputs.dtype), (count, 1) + (1,) * sample_rank)
         points = ops.reshape(baseline[None] + alpha * delta[None], (-1,) + tuple(inputs.shape[1:]))
         result = backend.value_and_gradients(
             runner,
@@ -373,13 +371,11 @@ def integrated_gradients(
         )
         # (count, batch, ..., channels, units); float16 inputs: accumulate in float32
         grads = ungroup(widen(result.input_gradients), count)
-        weight = ops.reshape(
-            ops.cast(weight, grads.dtype), (count,) + (1,) * (len(grads.shape) - 1)
-        )
-        partial = ops.sum(grads * weight, axis=0)
-        total = partial if total is None else total + partial
-        if alphas[stop - 1] == 1.0:
-            scores = ungroup(result.scores, count)[-1]
+        return [weighted_sum(grads, weight)], ungroup(result.scores, count)[-1]
+
+    (total,), scores = sum_along_path(step, alphas, weights, chunk_size)
+    if alphas[-1] != 1.0:  # the scores at the inputs themselves: the path's end, or a pass
+        scores = None
     if scores is None:
         outputs, values = backend.forward(runner, inputs)
         scores = unit_selector(indices, indices_axis, indices_batch_dims, target)(outputs, values)
