@@ -13,11 +13,7 @@
   (every float input) or the positions to differentiate, and the input
   gradients come back in the same structure (``None`` elsewhere);
 - ``compile(fn, model, jit_compile=...)`` — a compiled version of ``fn``;
-- ``is_compiled_per_shape()`` — whether ``compile`` traces once per input shape;
-- ``fold(body, xs)`` — ``sum_i body(x_i)`` over the leading axis of ``xs`` (a
-  compiled loop on JAX, a Python loop elsewhere);
-- ``prefers_small_passes()`` — whether the path methods should run one batch of
-  path points per pass rather than all of them in one (JAX on CPU).
+- ``is_compiled_per_shape()`` — whether ``compile`` traces once per input shape.
 """
 
 from __future__ import annotations
@@ -48,8 +44,6 @@ forward = _impl.forward
 value_and_gradients = _impl.value_and_gradients
 compile = _impl.compile
 is_compiled_per_shape = _impl.is_compiled_per_shape
-fold = _impl.fold
-prefers_small_passes = _impl.prefers_small_passes
 
 __all__ = [
     "NAME",
@@ -58,6 +52,4 @@ __all__ = [
     "value_and_gradients",
     "compile",
     "is_compiled_per_shape",
-    "fold",
-    "prefers_small_passes",
 ]

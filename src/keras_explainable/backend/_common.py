@@ -64,19 +64,3 @@ def check_scores(scores) -> None:
 def round_up(rows: int, multiple: int) -> int:
     """The smallest multiple of ``multiple`` that holds ``rows`` rows."""
     return -(-rows // multiple) * multiple
-
-
-def fold(body, xs, init):
-    """``init + sum_i body(x_i)``: ``xs`` a tuple of tensors sharing a leading axis,
-    ``body`` taking one slice of each and returning a list of tensors shaped like the
-    list ``init``; a Python loop (what TensorFlow traces and PyTorch runs eagerly;
-    JAX has its own, a compiled loop)."""
-    total = list(init)
-    for i in range(int(xs[0].shape[0])):
-        total = [a + b for a, b in zip(total, body(tuple(x[i] for x in xs)))]
-    return total
-
-
-def prefers_small_passes() -> bool:
-    """Whether the path methods should run one batch of path points per pass (JAX on CPU)."""
-    return False

@@ -290,24 +290,3 @@ def _local_rows(output, sharding, rows):
 
 def is_compiled_per_shape() -> bool:
     return True
-
-
-def fold(body, xs, init):
-    """``init + sum_i body(x_i)`` over the leading axis of the tensors ``xs`` as one
-    compiled loop (``lax.scan``): the body is traced once, whatever the number of
-    slices, and each slice's pass works on that slice's rows only."""
-
-    def step(total, x):
-        return [a + b for a, b in zip(total, body(x))], None
-
-    total, _ = jax.lax.scan(step, list(init), tuple(jnp.asarray(x) for x in xs))
-    return total
-
-
-def prefers_small_passes() -> bool:
-    """On CPU, XLA runs one pass over ``k`` batches' rows slower than ``k`` passes over
-    one batch (measured: Integrated Gradients through a GRU, 16 path points of 16
-    rows, 1.17-1.33x the time of 16 separate gradient calls in one pass, 1.03x in a
-    loop of 16 passes), the working set of the big pass outgrowing the caches. On
-    accelerators the big pass wins."""
-    return jax.default_backend() == "cpu"

@@ -8,17 +8,7 @@ import tensorflow as tf
 
 from .._inputs import is_structure, pack
 from .._taps import check_recorded, recorded, tapped
-from ._common import Gradients, check_scores, fold, prefers_small_passes, round_up, wrt_leaves
-
-__all__ = [
-    "NAME",
-    "compile",
-    "fold",
-    "forward",
-    "is_compiled_per_shape",
-    "prefers_small_passes",
-    "value_and_gradients",
-]
+from ._common import Gradients, check_scores, round_up, wrt_leaves
 
 NAME = "tensorflow"
 

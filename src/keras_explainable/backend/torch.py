@@ -6,17 +6,7 @@ import torch
 
 from .._inputs import is_structure, leaves, pack
 from .._taps import check_recorded, recorded, tapped
-from ._common import Gradients, check_scores, fold, prefers_small_passes, wrt_leaves
-
-__all__ = [
-    "NAME",
-    "compile",
-    "fold",
-    "forward",
-    "is_compiled_per_shape",
-    "prefers_small_passes",
-    "value_and_gradients",
-]
+from ._common import Gradients, check_scores, wrt_leaves
 
 NAME = "torch"
 
