@@ -596,6 +596,7 @@ def run(args):
         "model": args.model,
         "batch": args.batch,
         "input_size": size,
+        "vit_blocks": args.vit_blocks if args.methods == "vit" else None,
         "methods": args.methods,
         "units_per_sample": args.units,
         "jit_compile": args.jit_compile,
@@ -666,6 +667,8 @@ def markdown(report) -> str:
     shape = f"{report['input_size']}x{report['input_size']}x3"
     if report["methods"] == "text":
         shape = f"{report['input_size']} token ids ({text_cases.__name__}.py)"
+    if report.get("vit_blocks"):
+        shape += f", {report['vit_blocks']} blocks"
     lines = [
         f"### {report['backend']} ({report['environment']['backend_version']}) — "
         f"{report['model']}, batch {report['batch']}, {shape}, "
