@@ -107,10 +107,13 @@ def attention_taps(model) -> tuple[tuple[Tap, ...], tuple[int, ...]]:
 
 
 def check_probabilities(taps, positions, probabilities) -> int:
-    """The token count of the recorded probabilities; a clear error for other shapes."""
+    """The token count of the recorded probabilities; a clear error for other shapes.
+
+    ``probabilities``: the recorded tensors, or their shapes.
+    """
     tokens = None
     for position, value in zip(positions, probabilities):
-        shape = tuple(value.shape)
+        shape = tuple(getattr(value, "shape", value))
         name = taps[position].name
         if len(shape) != 4 or shape[-1] != shape[-2]:
             raise ValueError(
